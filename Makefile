@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine:
+#   make train   installs what is missing, then trains FixMatch on the built-in digits
+#   make test    installs what is missing, then runs the test suite
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+
+.PHONY: install train test test-full benchmark-digits clean
+
+# Reinstall only when the dependencies change (or the venv is missing).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/ssl-train $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-full: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+benchmark-digits: $(STAMP)
+	$(BIN)/python scripts/benchmark_digits.py $(ARGS)
+
+clean:
+	rm -rf runs multirun .pytest_cache

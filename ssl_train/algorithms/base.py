@@ -1,0 +1,182 @@
+"""The shared LightningModule: optimizer and schedule, EMA, metrics, logging and evaluation.
+
+An algorithm subclasses `SSLAlgorithm`, names the unlabeled views it needs
+and implements `losses(batch) -> StepLosses`. Everything else lives here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
+
+from ssl_train import losses as L_
+from ssl_train.errors import NonFiniteLossError, SSLTrainError
+
+
+@dataclass
+class StepLosses:
+    """What an algorithm computes for one training batch.
+
+    `mask` marks the unlabeled samples that contributed to `unsup` (1.0) or not
+    (0.0) and `pseudo_labels` the labels they were pushed towards; the base uses
+    both for the mask ratio and pseudo-label accuracy logs.
+    """
+
+    sup: Tensor
+    unsup: Tensor | None = None
+    mask: Tensor | None = None
+    pseudo_labels: Tensor | None = None
+
+
+def eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    return MetricCollection({
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+        "ece": MulticlassCalibrationError(num_classes, n_bins=15, norm="l1"),
+    }, prefix=prefix)
+
+
+class SSLAlgorithm(L.LightningModule):
+    """Base for all algorithms. The network is injected (`net`), never built here.
+
+    Args:
+        net: the classifier to train (pixels in [0, 1] → logits).
+        num_classes: class count, for the metrics.
+        optimizer: a partial optimizer (Hydra `_partial_: true`), completed with the parameter groups.
+        weight_decay: applied to weights only, not to biases and normalization parameters.
+        lr_schedule: "cosine" (FixMatch's cos(7πk/16K) over `trainer.max_steps`) or "constant".
+        lambda_u: weight of the unlabeled loss once ramped up.
+        rampup: "none", "linear" or "sigmoid" ramp of that weight, over `rampup_fraction` of training.
+        ema_decay: decay of the EMA copy of `net` (0 disables it); warmed up as min(1 − 1/(k+1), decay).
+        eval_ema: evaluate (val/test) the EMA copy instead of the raw network.
+    """
+
+    unlabeled_views: tuple[str, ...] = ()
+
+    def __init__(self, net: nn.Module, num_classes: int, optimizer: Callable[..., torch.optim.Optimizer],
+                 weight_decay: float = 5e-4, lr_schedule: str = "cosine", lambda_u: float = 1.0,
+                 rampup: str = "none", rampup_fraction: float = 0.0, ema_decay: float = 0.999,
+                 eval_ema: bool = True):
+        super().__init__()
+        if lr_schedule not in ("cosine", "constant"):
+            raise SSLTrainError(f"algorithm.lr_schedule={lr_schedule!r}: expected 'cosine' or 'constant'")
+        if rampup not in L_.RAMPUPS:
+            raise SSLTrainError(f"algorithm.rampup={rampup!r}: expected one of {sorted(L_.RAMPUPS)}")
+        if eval_ema and not ema_decay:
+            raise SSLTrainError("algorithm.eval_ema=true needs algorithm.ema_decay > 0")
+        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.net, self.optimizer_factory = net, optimizer
+        self.ema = self._make_ema(net, ema_decay) if ema_decay else None
+        self.val_metrics = eval_metrics(num_classes, "val/")
+        self.test_metrics = eval_metrics(num_classes, "test/")
+        self.val_acc_best = MaxMetric()
+        self._last_losses: dict[str, float] = {}
+        self.checkpoint_extras: dict = {}
+
+    # --- networks ---------------------------------------------------------------
+    @staticmethod
+    def _make_ema(net: nn.Module, decay: float) -> AveragedModel:
+        def average(ema_param: Tensor, param: Tensor, num_averaged: Tensor) -> Tensor:
+            d = L_.ema_decay(int(num_averaged), decay)
+            return d * ema_param + (1.0 - d) * param
+
+        ema = AveragedModel(net, avg_fn=average, use_buffers=True)
+        ema.requires_grad_(False)
+        return ema
+
+    @property
+    def eval_net(self) -> nn.Module:
+        """The network that val/test/export see: the EMA copy when enabled."""
+        return self.ema.module if self.hparams.eval_ema else self.net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.eval_net(x)
+
+    def forward_views(self, *views: Tensor) -> tuple[Tensor, ...]:
+        """One forward pass over the concatenation, so batch norm sees labeled and unlabeled together."""
+        return self.net(torch.cat(views)).split([len(v) for v in views])
+
+    # --- training ---------------------------------------------------------------
+    def losses(self, batch: dict) -> StepLosses:
+        """The algorithm's losses for one batch: {"lb": {"x", "y"}, "ulb": {view: x}, "step"}."""
+        raise NotImplementedError
+
+    def unsup_weight(self) -> float:
+        length = int(self.hparams.rampup_fraction * max(self.trainer.max_steps, 0))
+        return self.hparams.lambda_u * L_.RAMPUPS[self.hparams.rampup](self.global_step, length)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        truth = batch.pop("ulb_truth", None)  # kept aside for monitoring, never shown to the algorithm
+        out = self.losses(batch)
+        weight = self.unsup_weight() if out.unsup is not None else 0.0
+        loss = out.sup + weight * out.unsup if out.unsup is not None else out.sup
+        logs = {"train/loss": loss.detach(), "train/sup_loss": out.sup.detach(),
+                "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"]}
+        if out.unsup is not None:
+            logs |= {"train/unsup_loss": out.unsup.detach(), "train/unsup_weight": weight}
+        if out.mask is not None:
+            logs["train/mask_ratio"] = out.mask.float().mean()
+            known = out.mask.bool() & (truth >= 0) if truth is not None else None
+            if known is not None and known.any():
+                logs["train/pseudo_acc"] = (out.pseudo_labels[known] == truth[known]).float().mean()
+        self._check_finite(loss, logs)
+        self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=len(batch["lb"]["y"]))
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=len(batch["lb"]["y"]))
+        return loss
+
+    def _check_finite(self, loss: Tensor, logs: dict) -> None:
+        current = {k.split("/")[-1]: float(v) for k, v in logs.items() if k.endswith("loss")}
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.global_step}: {current}; last finite losses: {self._last_losses or 'none'}")
+        self._last_losses = current
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget the sanity check's untrained accuracy
+
+    # --- evaluation ---------------------------------------------------------------
+    def _evaluate(self, batch: dict, metrics: MetricCollection) -> None:
+        metrics.update(self.eval_net(batch["x"]).float().softmax(-1), batch["y"])
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.val_acc_best.update(values["val/acc"])
+        self.log_dict(values | {"val/acc_best": self.val_acc_best.compute()}, prog_bar=True, sync_dist=True)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
+        self.test_metrics.reset()
+
+    # --- optimization ---------------------------------------------------------------
+    def configure_optimizers(self):
+        total = self.trainer.max_steps
+        if total is None or total <= 0:
+            raise SSLTrainError(f"trainer.max_steps={total}: training is step-based, give a positive step count")
+        decay = [p for p in self.net.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.net.parameters() if p.ndim <= 1]
+        optimizer = self.optimizer_factory([{"params": decay, "weight_decay": self.hparams.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}])
+        factor = (lambda k: L_.cosine_lr_factor(k, total)) if self.hparams.lr_schedule == "cosine" else (lambda k: 1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ssl_train"] = self.checkpoint_extras

@@ -1,0 +1,79 @@
+"""Unit checks of the algorithm modules on tiny tensors (no trainer)."""
+
+from functools import partial
+
+import pytest
+import torch
+
+from ssl_train.algorithms.base import SSLAlgorithm
+from ssl_train.algorithms.fixmatch import FixMatch
+from ssl_train.algorithms.mean_teacher import MeanTeacher
+from ssl_train.algorithms.supervised import Supervised
+from ssl_train.errors import NonFiniteLossError, SSLTrainError
+from ssl_train.models.classifier import Classifier
+from ssl_train.models.mlp import MLP
+
+
+def build(cls, **kw) -> SSLAlgorithm:
+    torch.manual_seed(0)
+    net = Classifier(MLP((1, 4, 4), 3, hidden=(8,)), [0.5], [0.25])
+    return cls(net=net, num_classes=3, optimizer=partial(torch.optim.SGD, lr=0.1), **kw)
+
+
+def batch(n=4, mu=2):
+    g = torch.Generator().manual_seed(1)
+    x = lambda k: torch.rand(k, 1, 4, 4, generator=g)  # noqa: E731
+    return {"lb": {"x": x(n), "y": torch.arange(n) % 3}, "ulb": {"weak": x(n * mu), "weak2": x(n * mu),
+                                                              "strong": x(n * mu)}, "step": torch.tensor(0)}
+
+
+def test_mean_teacher_consistency_is_nonzero_and_trains_only_the_student():
+    model = build(MeanTeacher)
+    for p in model.net.parameters():  # make the student differ from its EMA teacher
+        p.data.add_(0.3 * torch.randn_like(p))
+    out = model.losses(batch())
+    assert out.unsup.item() > 1e-6
+    out.unsup.backward()
+    student_grads = [p.grad for p in model.net.parameters()]
+    assert all(g is not None for g in student_grads) and sum(g.abs().sum() for g in student_grads) > 0
+    assert all(p.grad is None for p in model.ema.parameters())
+
+
+def test_mean_teacher_requires_an_ema_teacher():
+    with pytest.raises(SSLTrainError, match="ema_decay"):
+        build(MeanTeacher, ema_decay=0.0, eval_ema=False)
+
+
+def test_ema_update_arithmetic_with_warmup():
+    model = build(Supervised, ema_decay=0.9)
+    w = lambda m: next(m.parameters()).detach().clone()  # noqa: E731
+    model.ema.update_parameters(model.net)  # first update (decay min(1 - 1/1, .9) = 0): a copy
+    assert torch.equal(w(model.ema.module), w(model.net))
+    ema_before = w(model.ema.module)
+    next(model.net.parameters()).data.add_(1.0)
+    model.ema.update_parameters(model.net)  # second update: decay min(1 - 1/2, .9) = 0.5
+    assert torch.allclose(w(model.ema.module), 0.5 * ema_before + 0.5 * w(model.net))
+
+
+def test_fixmatch_uses_one_concatenated_forward():
+    model = build(FixMatch, threshold=0.0)
+    calls = []
+    model.net.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    out = model.losses(batch(n=4, mu=2))
+    assert calls == [4 + 8 + 8]
+    assert out.mask.shape == (8,) and out.mask.sum() == 8  # threshold 0: every sample is used
+
+
+def test_non_finite_loss_names_the_step_and_last_losses():
+    model = build(Supervised)
+    model._check_finite(torch.tensor(1.0), {"train/sup_loss": torch.tensor(1.0)})
+    with pytest.raises(NonFiniteLossError, match=r"step 0: .*sup_loss.*last finite losses: \{'sup_loss': 1.0\}"):
+        model._check_finite(torch.tensor(float("nan")), {"train/sup_loss": torch.tensor(float("nan"))})
+
+
+def test_weight_decay_skips_biases_and_norm_parameters():
+    model = build(Supervised)
+    model.trainer = type("T", (), {"max_steps": 10})()
+    groups = model.configure_optimizers()["optimizer"].param_groups
+    assert groups[0]["weight_decay"] == 5e-4 and all(p.ndim > 1 for p in groups[0]["params"])
+    assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
