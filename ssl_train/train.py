@@ -67,7 +67,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {"train/time_s": time.perf_counter() - start, "train/steps": trainer.global_step}
     metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
     if cfg.get("test"):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics |= {k: float(v) for k, v in results[0].items()}
         metrics["test/checkpoint"] = best or "final weights"

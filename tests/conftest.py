@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -16,6 +17,7 @@ FAST = [
     "trainer.accelerator=cpu",
     "trainer.max_steps=4",
     "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
     "data.batch_size=10",
     "data.mu=2",
@@ -33,3 +35,24 @@ def make_cfg(tmp_path):
 
     yield _make
     GlobalHydra.instance().clear()
+
+
+def write_image_folder(root, classes=("cat", "dog"), per_class=6, unlabeled=5, size=(10, 12)):
+    """A tiny image_folder dataset of random RGB images: labeled/<class>/*.png and unlabeled/batch1/*.jpg."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    image = lambda: Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8))  # noqa: E731
+    for c in classes:
+        (root / "labeled" / c).mkdir(parents=True)
+        for i in range(per_class):
+            image().save(root / "labeled" / c / f"{i}.png")
+    (root / "unlabeled" / "batch1").mkdir(parents=True)
+    for i in range(unlabeled):
+        image().save(root / "unlabeled" / "batch1" / f"{i}.jpg")
+    return root
+
+
+@pytest.fixture
+def image_root(tmp_path):
+    return write_image_folder(tmp_path / "images")

@@ -138,7 +138,10 @@ class SSLAlgorithm(L.LightningModule):
                 f"non-finite loss at step {self.global_step}: {current}; last finite losses: {self._last_losses or 'none'}")
         self._last_losses = current
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # Updating the EMA here, not in on_train_batch_end, puts it before any callback
+        # (a checkpoint) sees the step, so a resumed run continues the same average.
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update_parameters(self.net)
 

@@ -1,0 +1,134 @@
+"""End-to-end: the real configs compose and train a few steps; multirun, resume, seeds and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import open_dict
+
+from ssl_train.train import CONFIG_DIR, build, train
+
+ALGORITHMS = sorted(p.stem for p in Path(CONFIG_DIR, "algorithm").glob("*.yaml"))
+DATASETS = sorted(p.stem for p in Path(CONFIG_DIR, "data").glob("*.yaml") if not p.stem.startswith("_"))
+REQUIRED = {"test/acc", "test/f1_macro", "test/ece", "val/acc_best", "train/time_s"}
+
+
+def weights(ckpt: Path) -> dict:
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_every_algorithm_trains_and_writes_a_complete_run(make_cfg, algorithm, tmp_path):
+    metrics = train(make_cfg(f"algorithm={algorithm}"))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert REQUIRED <= saved.keys() and saved["train/steps"] == 4
+    assert 0.0 <= saved["test/acc"] <= 1.0 and metrics["test/acc"] == saved["test/acc"]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "checkpoints").glob("best-*.ckpt"))
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "csv" / "metrics.csv").is_file()
+    logged = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/sup_loss" in logged and "train/lr" in logged
+    if algorithm != "supervised":
+        assert "train/unsup_loss" in logged
+
+
+def test_fixmatch_logs_mask_ratio_and_pseudo_label_accuracy(make_cfg, tmp_path):
+    train(make_cfg("algorithm=fixmatch", "algorithm.threshold=0.0"))
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/mask_ratio" in header and "train/pseudo_acc" in header
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_data_config_composes(make_cfg, dataset):
+    cfg = make_cfg(f"data={dataset}")
+    assert cfg.data._target_.endswith("SSLDataModule") and cfg.data.dataset._partial_
+
+
+@pytest.mark.parametrize("dataset, extra", [
+    ("digits", []),
+    ("synthetic", ["data.dataset.num_samples=200", "data.dataset.image_shape=[3,16,16]", "model=mlp"]),
+])
+def test_builtin_datasets_train(make_cfg, dataset, extra, tmp_path):
+    train(make_cfg(f"data={dataset}", *extra))
+    assert (tmp_path / "metrics.json").is_file()
+
+
+def test_image_folder_trains(make_cfg, image_root, tmp_path):
+    train(make_cfg("data=image_folder", f"data.dataset.root={image_root}", "data.dataset.image_size=[16,16]",
+                   "data.val_size=2", "data.test_size=2"))
+    assert (tmp_path / "metrics.json").is_file()
+
+
+def test_same_seed_same_numbers_on_cpu(make_cfg, tmp_path):
+    a = train(make_cfg("seed=7"))
+    ckpt_a = weights(tmp_path / "checkpoints" / "last.ckpt")
+    b = train(make_cfg("seed=7", f"paths.output_dir={tmp_path / 'again'}"))
+    ckpt_b = weights(tmp_path / "again" / "checkpoints" / "last.ckpt")
+    assert a["test/acc"] == b["test/acc"] and a["train/loss"] == b["train/loss"]
+    assert all(torch.equal(ckpt_a[k], ckpt_b[k]) for k in ckpt_a)
+
+
+class StopAt(L.Callback):
+    """Simulates an interruption: the trainer stops after `step` steps, having checkpointed."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(make_cfg, tmp_path):
+    steps = ["trainer.max_steps=8", "trainer.val_check_interval=4"]
+    train(make_cfg(*steps, f"paths.output_dir={tmp_path / 'whole'}"))
+
+    cfg = make_cfg(*steps, f"paths.output_dir={tmp_path / 'part'}")
+    datamodule, model, trainer = build(cfg)
+    trainer.callbacks.append(StopAt(4))
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 4
+    train(make_cfg(*steps, f"paths.output_dir={tmp_path / 'resumed'}",
+                   f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"))
+
+    whole = weights(tmp_path / "whole" / "checkpoints" / "last.ckpt")
+    resumed = weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ssl_train.train", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+FAST_CLI = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
+            "data.batch_size=10", "data.mu=1", "trainer.accelerator=cpu"]
+
+
+def test_multirun_sweeps_two_jobs(tmp_path):
+    result = run_cli("-m", "algorithm=supervised,fixmatch", *FAST_CLI, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for job in ("0", "1"):
+        assert REQUIRED <= json.loads((tmp_path / job / "metrics.json").read_text()).keys()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.num_labels=41", "error: num_labels=41 must be a positive multiple of the class count 10"),
+    ("data.num_labels=2000", "error: num_labels=2000 needs 200 labeled samples of class 0"),
+    ("data=image_folder", "error: data.dataset.root is required"),
+    ("data=image_folder data.dataset.root=nowhere", "error: image folder"),
+    ("optimizer.lr=1e30", "error: non-finite loss at step"),
+])
+def test_bad_input_is_one_clear_line_and_no_complete_run(tmp_path, override, message):
+    result = run_cli(*FAST_CLI, *override.split(), f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
+    assert not (tmp_path / "run" / "metrics.json").exists()
