@@ -1,0 +1,1 @@
+"""Data: dataset sources, seeded splits, batched augmentation and the SSL data module."""

@@ -1,0 +1,220 @@
+"""One LightningDataModule for every dataset: paired labeled/unlabeled training batches, plain val/test batches.
+
+A training batch is a pure function of (seed, step): the loader yields step
+numbers, the dataset turns a step into the indices of B labeled and μ·B
+unlabeled samples (`splits.index_stream`), and augmentation runs batched on
+the device with a generator seeded by the same step. Resuming from a
+checkpoint therefore continues with exactly the batches an uninterrupted run
+would have seen, whatever the worker count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
+
+from ssl_train.data.augment import StrongAugment, WeakAugment
+from ssl_train.data.datasets import FileImages, SourceData, TensorImages
+from ssl_train.data.splits import Splits, index_stream, make_splits
+from ssl_train.errors import SSLTrainError
+
+
+class Subset:
+    """The samples `indices` of an image source, fetched a batch of indices at a time."""
+
+    def __init__(self, source: TensorImages | FileImages, indices: np.ndarray | None = None):
+        self.source = source
+        self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.source.labels[self.indices]
+
+    def __getitem__(self, positions) -> dict[str, Tensor]:
+        idx = self.indices[np.asarray(positions)]
+        return {"x": self.source.load(idx), "y": torch.as_tensor(self.source.labels[idx])}
+
+
+class PairedSteps:
+    """Maps a step number to {"lb": B labeled samples, "ulb": μ·B unlabeled samples}.
+
+    With several processes (DDP) each rank takes its own slice of the global
+    stream, so ranks never see the same sample in a step.
+    """
+
+    def __init__(self, labeled: Subset, unlabeled: Subset | None, batch_size: int, unlabeled_batch_size: int,
+                 seed: int, rank: int = 0, world_size: int = 1):
+        self.labeled, self.unlabeled = labeled, unlabeled
+        self.batch_size, self.unlabeled_batch_size = batch_size, unlabeled_batch_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+
+    def __getitem__(self, step: int) -> dict[str, Any]:
+        slot = step * self.world_size + self.rank
+        batch = {"step": torch.tensor(step),
+                 "lb": self.labeled[index_stream(len(self.labeled), slot * self.batch_size, self.batch_size,
+                                                 (self.seed, 0))]}
+        if self.unlabeled is not None and self.unlabeled_batch_size:
+            n = self.unlabeled_batch_size
+            batch["ulb"] = self.unlabeled[index_stream(len(self.unlabeled), slot * n, n, (self.seed, 1))]
+        return batch
+
+
+class StepSampler(Sampler[int]):
+    """Endless step numbers from `start` (the trainer's global step when the loader is built)."""
+
+    def __init__(self, start: int = 0):
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        step = self.start
+        while True:
+            yield step
+            step += 1
+
+
+class SSLDataModule(L.LightningDataModule):
+    """Splits a dataset source into labeled/unlabeled/val/test and serves SSL training batches.
+
+    `views` names the unlabeled views the algorithm asks for ("weak", "strong",
+    "weak2", ...): names starting with "weak" get an independent weak
+    augmentation, names starting with "strong" a strong one.
+    """
+
+    def __init__(self, dataset: Callable[[], SourceData], num_labels: int = 40, batch_size: int = 64, mu: int = 7,
+                 eval_batch_size: int = 512, val_size: float | int = 0.1, test_size: float | int = 0.25,
+                 include_labeled_in_unlabeled: bool = False, seed: int = 0, num_workers: int = 0,
+                 weak: WeakAugment | None = None, strong: StrongAugment | None = None):
+        super().__init__()
+        self.dataset_fn, self.num_labels, self.batch_size, self.mu = dataset, num_labels, batch_size, mu
+        self.eval_batch_size, self.val_size, self.test_size = eval_batch_size, val_size, test_size
+        self.include_labeled_in_unlabeled, self.seed, self.num_workers = include_labeled_in_unlabeled, seed, num_workers
+        self.weak, self.strong = weak or WeakAugment(), strong or StrongAugment()
+        self.views: tuple[str, ...] = ("weak", "strong")
+        self.source: SourceData | None = None
+        self._generator: torch.Generator | None = None
+        for name, value in (("batch_size", batch_size), ("mu", mu), ("eval_batch_size", eval_batch_size)):
+            if not isinstance(value, int) or value < (0 if name == "mu" else 1):
+                raise SSLTrainError(f"data.{name}={value!r}: expected a positive integer")
+
+    # --- splits -----------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.source is not None:
+            return
+        source = self.dataset_fn()
+        labels = source.train.labels
+        self.splits: Splits = make_splits(
+            labels, len(source.classes), self.num_labels, self.seed,
+            val_size=0 if source.val is not None else self.val_size,
+            test_size=0 if source.test is not None else self.test_size,
+            include_labeled_in_unlabeled=self.include_labeled_in_unlabeled)
+        self.labeled = Subset(source.train, self.splits.labeled)
+        pools = [Subset(source.train, self.splits.unlabeled)] + ([Subset(source.unlabeled)] if source.unlabeled else [])
+        self.unlabeled = pools[0] if len(pools) == 1 else ConcatSubset(pools)
+        self.val = Subset(source.val) if source.val is not None else Subset(source.train, self.splits.val)
+        self.test = Subset(source.test) if source.test is not None else Subset(source.train, self.splits.test)
+        for name, split in (("validation", self.val), ("test", self.test), ("unlabeled", self.unlabeled)):
+            if len(split) == 0 and (name != "unlabeled" or self.mu):
+                raise SSLTrainError(f"the {name} split of the dataset is empty")
+        self.source = source
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.source.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.source.train.shape
+
+    def channel_stats(self, max_samples: int = 2000) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training pool in [0, 1] units, from a fixed sample."""
+        pool = self.unlabeled if len(self.unlabeled) else self.labeled
+        pick = np.random.default_rng(self.seed).permutation(len(pool))[:max_samples]
+        x = pool[pick]["x"].float() * self.source.scale
+        return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+
+    # --- loaders ----------------------------------------------------------------
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._rank()
+        wants_unlabeled = any(v.startswith(("weak", "strong")) for v in self.views)
+        steps = PairedSteps(self.labeled, self.unlabeled if wants_unlabeled else None, self.batch_size,
+                            self.mu * self.batch_size, self.seed, rank, world)
+        start = self.trainer.global_step if self.trainer is not None else 0
+        return self._loader(steps, StepSampler(start))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val, BatchSampler(SequentialSampler(self.val), self.eval_batch_size, False))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test, BatchSampler(SequentialSampler(self.test), self.eval_batch_size, False))
+
+    def _loader(self, dataset, sampler) -> DataLoader:
+        # batch_size=None: the dataset returns whole batches; a private generator keeps
+        # loader creation from consuming the global RNG (which would break exact resume).
+        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed))
+
+    # --- on the device ------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Scale uint8 pixels to [0, 1] and, for training batches, build the augmented views."""
+        scale = self.source.scale
+        if "lb" not in batch:
+            return {"x": batch["x"].float() * scale, "y": batch["y"]}
+        gen = self._step_generator(batch["lb"]["x"].device, int(batch["step"]))
+        out = {"step": batch["step"], "lb": {"x": self.weak(batch["lb"]["x"].float() * scale, gen),
+                                             "y": batch["lb"]["y"]}}
+        if "ulb" in batch:
+            x = batch["ulb"]["x"].float() * scale
+            out["ulb"] = {view: self._augmenter(view)(x, gen) for view in self.views}
+            out["ulb_truth"] = batch["ulb"]["y"]
+        return out
+
+    def _augmenter(self, view: str):
+        if view.startswith("weak"):
+            return self.weak
+        if view.startswith("strong"):
+            return self.strong
+        raise SSLTrainError(f"unknown view {view!r}: view names start with 'weak' or 'strong'")
+
+    def _step_generator(self, device: torch.device, step: int) -> torch.Generator:
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device)
+        rank, world = self._rank()
+        return self._generator.manual_seed(self.seed * 1_000_003 + step * world + rank)
+
+
+class ConcatSubset:
+    """Several subsets seen as one (the train pool's unlabeled part plus an unlabeled-only split)."""
+
+    def __init__(self, parts: list[Subset]):
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.concatenate([p.labels for p in self.parts])
+
+    def __getitem__(self, positions) -> dict[str, Tensor]:
+        positions = np.asarray(positions)
+        part = np.searchsorted(self.offsets, positions, side="right") - 1
+        order = np.argsort(part, kind="stable")
+        chunks = [self.parts[k][positions[part == k] - self.offsets[k]] for k in np.unique(part)]
+        x, y = torch.cat([c["x"] for c in chunks]), torch.cat([c["y"] for c in chunks])
+        inverse = torch.as_tensor(np.argsort(order))
+        return {"x": x[inverse], "y": y[inverse]}

@@ -1,0 +1,239 @@
+"""Dataset sources: each returns the raw images of its splits as uint8 tensors (or files read on demand).
+
+A source says nothing about labeled/unlabeled: that is the split's business
+(`splits.py`). Pixel values become floats in [0, 1] only on the device, by
+multiplying with `scale`, so loaders move compact uint8 batches.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ssl_train.errors import SSLTrainError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class TensorImages:
+    """Images held in memory as one uint8 N×C×H×W tensor."""
+
+    def __init__(self, images: Tensor, labels: np.ndarray):
+        self.images, self.labels = images.contiguous(), np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def load(self, idx: np.ndarray) -> Tensor:
+        return self.images[torch.as_tensor(idx, dtype=torch.long)]
+
+
+class FileImages:
+    """Image files decoded on access and resized to one shape, so a folder of any size streams."""
+
+    def __init__(self, paths: list[Path], labels: np.ndarray, channels: int, size: tuple[int, int]):
+        self.paths, self.labels = paths, np.asarray(labels, dtype=np.int64)
+        self.channels, self.size = channels, tuple(size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, *self.size)
+
+    def load(self, idx: np.ndarray) -> Tensor:
+        return torch.stack([read_image(self.paths[i], self.channels, self.size) for i in idx])
+
+
+def read_image(path: Path, channels: int, size: tuple[int, int]) -> Tensor:
+    """Decode one file to a uint8 C×H×W tensor; an unreadable file is an error naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
+            array = np.asarray(img, dtype=np.uint8)
+    except Exception as exc:  # PIL raises many types for corrupt files
+        raise SSLTrainError(f"unreadable image file {path}: {exc}") from None
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(array.copy())
+
+
+@dataclass
+class SourceData:
+    """The raw splits of a dataset. `train` is the pool labels are drawn from; absent splits are carved from it."""
+
+    train: TensorImages | FileImages
+    classes: list[str]
+    scale: float
+    test: TensorImages | FileImages | None = None
+    val: TensorImages | FileImages | None = None
+    unlabeled: TensorImages | FileImages | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def digits() -> SourceData:
+    """scikit-learn's bundled 8×8 handwritten digits (1,797 images, values 0..16): no download."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.uint8))[:, None]
+    return SourceData(train=TensorImages(images, bunch.target), classes=[str(c) for c in range(10)], scale=1 / 16)
+
+
+def synthetic(num_samples: int = 2000, num_classes: int = 10, image_shape: tuple[int, int, int] = (3, 32, 32),
+              noise: float = 0.1, seed: int = 0) -> SourceData:
+    """Learnable random images of any shape and class count, for tests and speed benchmarks.
+
+    Each class has a smooth random prototype; a sample is its prototype shifted
+    by a few pixels plus Gaussian noise.
+    """
+    c, h, w = image_shape
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(num_classes, c, max(h // 4, 2), max(w // 4, 2), generator=gen)
+    prototypes = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    labels = torch.arange(num_samples) % num_classes
+    labels = labels[torch.randperm(num_samples, generator=gen)]
+    shifts = torch.randint(-1, 2, (num_samples, 2), generator=gen)
+    images = torch.stack([prototypes[y].roll(tuple(s.tolist()), dims=(1, 2)) for y, s in zip(labels, shifts)])
+    images = (images + noise * torch.randn(images.shape, generator=gen)).clamp(0, 1)
+    return SourceData(train=TensorImages((images * 255).round().to(torch.uint8), labels.numpy()),
+                      classes=[str(k) for k in range(num_classes)], scale=1 / 255)
+
+
+def _torchvision(name: str, root: str, download: bool, build):
+    """Build a torchvision dataset, turning 'not found' into a message that names the expected path."""
+    try:
+        return build()
+    except (RuntimeError, OSError) as exc:  # OSError: a download attempt without network
+        hint = "" if download else "; add data.dataset.download=true to fetch it"
+        raise SSLTrainError(f"{name} not found under {Path(root).resolve()} ({exc}){hint}") from None
+
+
+def _hwc(data: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(data.transpose(0, 3, 1, 2)))
+
+
+def cifar10(root: str = "data", download: bool = False) -> SourceData:
+    from torchvision.datasets import CIFAR10
+    return _cifar("CIFAR-10", CIFAR10, root, download)
+
+
+def cifar100(root: str = "data", download: bool = False) -> SourceData:
+    from torchvision.datasets import CIFAR100
+    return _cifar("CIFAR-100", CIFAR100, root, download)
+
+
+def _cifar(name, cls, root, download) -> SourceData:
+    train = _torchvision(name, root, download, lambda: cls(root, train=True, download=download))
+    test = _torchvision(name, root, download, lambda: cls(root, train=False, download=download))
+    return SourceData(train=TensorImages(_hwc(train.data), train.targets), classes=list(train.classes), scale=1 / 255,
+                      test=TensorImages(_hwc(test.data), test.targets))
+
+
+def svhn(root: str = "data", download: bool = False, use_extra: bool = False) -> SourceData:
+    """SVHN train (labels drawn from it) and test; `use_extra` adds the 531k 'extra' images as unlabeled data."""
+    from torchvision.datasets import SVHN
+
+    load = lambda split: _torchvision("SVHN", root, download, lambda: SVHN(root, split=split, download=download))  # noqa: E731
+    train, test = load("train"), load("test")
+    extra = load("extra") if use_extra else None
+    return SourceData(
+        train=TensorImages(torch.from_numpy(train.data), train.labels), classes=[str(c) for c in range(10)],
+        scale=1 / 255, test=TensorImages(torch.from_numpy(test.data), test.labels),
+        unlabeled=TensorImages(torch.from_numpy(extra.data), np.full(len(extra.data), -1)) if extra else None)
+
+
+def stl10(root: str = "data", download: bool = False) -> SourceData:
+    """STL-10: 5,000 labeled train images, 8,000 test, and 100,000 unlabeled (96×96)."""
+    from torchvision.datasets import STL10
+
+    load = lambda split: _torchvision("STL-10", root, download, lambda: STL10(root, split=split, download=download))  # noqa: E731
+    train, test, unlabeled = load("train"), load("test"), load("unlabeled")
+    return SourceData(
+        train=TensorImages(torch.from_numpy(train.data), train.labels), classes=list(train.classes), scale=1 / 255,
+        test=TensorImages(torch.from_numpy(test.data), test.labels),
+        unlabeled=TensorImages(torch.from_numpy(unlabeled.data), np.full(len(unlabeled.data), -1)))
+
+
+def image_folder(root: str | None = None, image_size: tuple[int, int] = (32, 32), channels: int = 3,
+                 on_bad_image: str = "error") -> SourceData:
+    """A user's own images: root/labeled/<class>/*, root/unlabeled/**/*, optional root/val|test/<class>/*.
+
+    Files are decoded on access and resized to `image_size`; pixels are scaled
+    to [0, 1]. Every file's header is checked up front so that a corrupt image
+    fails the run before training (`on_bad_image=error`, the default) or is
+    left out with a warning naming it (`on_bad_image=skip`).
+    """
+    if on_bad_image not in ("error", "skip"):
+        raise SSLTrainError(f"data.dataset.on_bad_image={on_bad_image!r}: expected 'error' or 'skip'")
+    if not root:
+        raise SSLTrainError("data.dataset.root is required: the folder that holds labeled/<class>/*.png|jpg")
+    base = Path(root)
+    if not (base / "labeled").is_dir():
+        raise SSLTrainError(f"image folder {base.resolve()} has no 'labeled' subfolder "
+                            f"(expected {base}/labeled/<class>/*.png|jpg)")
+    classes = sorted(p.name for p in (base / "labeled").iterdir() if p.is_dir())
+    if not classes:
+        raise SSLTrainError(f"{base / 'labeled'} holds no class folders (expected labeled/<class>/*.png|jpg)")
+
+    def files(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+    def check(paths: list[Path]) -> list[Path]:
+        good = []
+        for path in paths:
+            if readable(path):
+                good.append(path)
+            elif on_bad_image == "skip":
+                warnings.warn(f"skipping unreadable image file {path}", stacklevel=2)
+            else:
+                raise SSLTrainError(f"unreadable image file {path} (set data.dataset.on_bad_image=skip to leave it out)")
+        return good
+
+    def labeled(split: str, required: bool) -> FileImages | None:
+        folder = base / split
+        if not folder.is_dir():
+            return None
+        unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in classes)
+        if unknown:
+            raise SSLTrainError(f"{folder} has class folders {unknown} that {base / 'labeled'} lacks")
+        paths, labels = [], []
+        for k, name in enumerate(classes):
+            found = check(files(folder / name)) if (folder / name).is_dir() else []
+            if required and not found:
+                raise SSLTrainError(f"class folder {folder / name} holds no readable images")
+            paths += found
+            labels += [k] * len(found)
+        if not paths:
+            raise SSLTrainError(f"split folder {folder} holds no readable images")
+        return FileImages(paths, np.array(labels), channels, image_size)
+
+    unlabeled_paths = check(files(base / "unlabeled")) if (base / "unlabeled").is_dir() else []
+    return SourceData(
+        train=labeled("labeled", required=True), classes=classes, scale=1 / 255,
+        val=labeled("val", required=False), test=labeled("test", required=False),
+        unlabeled=FileImages(unlabeled_paths, np.full(len(unlabeled_paths), -1), channels, image_size)
+        if unlabeled_paths else None)
+
+
+def readable(path: Path) -> bool:
+    """True when PIL can parse the file's structure (cheap: no full decode)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except Exception:
+        return False

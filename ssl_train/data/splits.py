@@ -1,0 +1,79 @@
+"""Seeded, stratified index splits: labeled subset per class, unlabeled pool, val and test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from ssl_train.errors import SSLTrainError
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Indices into the training pool (labeled, unlabeled) and, when carved from it, val and test."""
+
+    labeled: np.ndarray
+    unlabeled: np.ndarray
+    val: np.ndarray | None = None
+    test: np.ndarray | None = None
+
+
+def carve(indices: np.ndarray, labels: np.ndarray, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split `indices` into (rest, held) with `held` stratified by label; `size` is a fraction or a count."""
+    if size <= 0:
+        return indices, indices[:0]
+    try:
+        rest, held = train_test_split(indices, test_size=size, random_state=seed, stratify=labels[indices])
+    except ValueError as exc:
+        raise SSLTrainError(f"cannot carve a split of size {size} from {len(indices)} samples: {exc}") from None
+    return np.sort(rest), np.sort(held)
+
+
+def sample_labeled(labels: np.ndarray, pool: np.ndarray, num_labels: int, num_classes: int, seed: int) -> np.ndarray:
+    """Draw `num_labels` indices from `pool`, the same number from each class, seeded."""
+    if num_labels <= 0 or num_labels % num_classes:
+        raise SSLTrainError(
+            f"num_labels={num_labels} must be a positive multiple of the class count {num_classes} "
+            f"(labels are drawn per class, balanced)")
+    per_class = num_labels // num_classes
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(num_classes):
+        members = pool[labels[pool] == c]
+        if len(members) < per_class:
+            raise SSLTrainError(
+                f"num_labels={num_labels} needs {per_class} labeled samples of class {c}, "
+                f"but the training pool holds only {len(members)}")
+        chosen.append(rng.choice(members, size=per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def make_splits(labels: np.ndarray, num_classes: int, num_labels: int | None, seed: int, *,
+                val_size: float | int = 0.0, test_size: float | int = 0.0,
+                include_labeled_in_unlabeled: bool = False) -> Splits:
+    """Carve test then val from the pool (when asked), then draw the labeled subset from what is left.
+
+    Val and test are disjoint from the labeled and unlabeled sets, and all four are fixed by `seed`.
+    `num_labels=None` labels the whole remaining pool (a user's own folder of labeled images).
+    """
+    pool = np.arange(len(labels))
+    pool, test = carve(pool, labels, test_size, seed) if test_size else (pool, None)
+    pool, val = carve(pool, labels, val_size, seed + 1) if val_size else (pool, None)
+    labeled = pool if num_labels is None else sample_labeled(labels, pool, num_labels, num_classes, seed + 2)
+    unlabeled = pool if include_labeled_in_unlabeled else np.setdiff1d(pool, labeled)
+    return Splits(labeled=labeled, unlabeled=unlabeled, val=val, test=test)
+
+
+def index_stream(n: int, start: int, count: int, seed: tuple[int, ...]) -> np.ndarray:
+    """Positions [start, start+count) of an endless sequence of seeded permutations of range(n).
+
+    Each pass k over the data is the permutation seeded by (*seed, k), so any
+    window of the stream is computable on its own: a batch depends only on the
+    seed and the step, which makes resuming exact and worker count irrelevant.
+    """
+    first, last = start // n, (start + count - 1) // n
+    passes = [np.random.default_rng([*seed, k]).permutation(n) for k in range(first, last + 1)]
+    offset = start - first * n
+    return np.concatenate(passes)[offset:offset + count]

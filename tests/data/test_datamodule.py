@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+
+from ssl_train.data.augment import StrongAugment, WeakAugment
+from ssl_train.data.datamodule import SSLDataModule
+from ssl_train.data.datasets import digits, image_folder, synthetic
+from ssl_train.errors import SSLTrainError
+
+
+def datamodule(dataset=digits, **kw):
+    options = dict(num_labels=20, batch_size=8, mu=3, seed=0, weak=WeakAugment(flip=False), strong=StrongAugment(flip=False))
+    dm = SSLDataModule(dataset, **(options | kw))
+    dm.setup()
+    return dm
+
+
+def train_batch(dm, step):
+    raw = dm.train_dataloader().dataset[step]
+    return raw, dm.on_after_batch_transfer(raw, 0)
+
+
+def test_training_batch_holds_labeled_and_requested_views():
+    dm = datamodule()
+    dm.views = ("weak", "strong", "weak2")
+    raw, batch = train_batch(dm, 0)
+    assert raw["lb"]["x"].dtype == torch.uint8 and raw["lb"]["x"].shape == (8, 1, 8, 8)
+    assert set(batch["ulb"]) == {"weak", "strong", "weak2"}
+    for view in batch["ulb"].values():
+        assert view.shape == (24, 1, 8, 8) and view.dtype == torch.float32 and 0 <= view.min() <= view.max() <= 1
+    assert not torch.equal(batch["ulb"]["weak"], batch["ulb"]["weak2"])  # independent draws
+    assert torch.isin(batch["lb"]["y"], torch.arange(10)).all()
+    assert set(batch) >= {"lb", "ulb", "ulb_truth", "step"}
+
+
+def test_a_batch_is_a_pure_function_of_seed_and_step():
+    a, b = datamodule(), datamodule()
+    (ra, ba), (rb, bb) = train_batch(a, 5), train_batch(b, 5)
+    assert torch.equal(ra["ulb"]["x"], rb["ulb"]["x"]) and torch.equal(ba["ulb"]["strong"], bb["ulb"]["strong"])
+    assert not torch.equal(train_batch(a, 6)[0]["ulb"]["x"], ra["ulb"]["x"])
+
+
+def test_labeled_batches_cycle_through_every_labeled_sample():
+    dm = datamodule(num_labels=20, batch_size=10)
+    seen = torch.cat([dm.train_dataloader().dataset[s]["lb"]["y"] for s in range(2)])
+    assert np.bincount(seen.numpy(), minlength=10).tolist() == [2] * 10
+
+
+def test_supervised_needs_no_unlabeled_batch():
+    dm = datamodule()
+    dm.views = ()
+    assert "ulb" not in dm.train_dataloader().dataset[0]
+
+
+def test_eval_batches_are_scaled_to_unit_range():
+    dm = datamodule()
+    batch = dm.on_after_batch_transfer(next(iter(dm.test_dataloader())), 0)
+    assert batch["x"].max() == 1.0 and len(dm.test) == 450  # digits: 16/16, 25% test split
+
+
+def test_ranks_take_disjoint_slices_of_a_step():
+    dm = datamodule()
+    from ssl_train.data.datamodule import PairedSteps
+    shards = [PairedSteps(dm.labeled, dm.unlabeled, 8, 24, 0, rank, 2)[3]["ulb"]["x"] for rank in (0, 1)]
+    assert not torch.equal(shards[0], shards[1])
+
+
+def test_synthetic_any_shape():
+    dm = datamodule(lambda: synthetic(num_samples=300, num_classes=5, image_shape=(3, 16, 12)), num_labels=10)
+    assert dm.input_shape == (3, 16, 12) and dm.num_classes == 5
+
+
+def test_image_folder_reads_labeled_unlabeled_and_carves_val_test(image_root):
+    dm = datamodule(lambda: image_folder(str(image_root), image_size=(16, 16)), num_labels=None,
+                    val_size=2, test_size=2)
+    assert dm.source.classes == ["cat", "dog"] and dm.input_shape == (3, 16, 16)
+    assert len(dm.labeled) == 8 and len(dm.val) == 2 and len(dm.test) == 2 and len(dm.unlabeled) == 5
+    assert (dm.unlabeled.labels == -1).all()
+    raw, batch = train_batch(dm, 0)
+    assert batch["ulb"]["strong"].shape == (24, 3, 16, 16)
+
+
+def test_image_folder_bad_inputs(image_root, tmp_path):
+    with pytest.raises(SSLTrainError, match="has no 'labeled' subfolder"):
+        image_folder(str(tmp_path / "missing"))
+    (image_root / "labeled" / "cat" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(SSLTrainError, match=r"unreadable image file .*broken\.png"):
+        image_folder(str(image_root))
+    with pytest.warns(UserWarning, match="broken.png"):
+        assert len(image_folder(str(image_root), on_bad_image="skip").train) == 12
+    (image_root / "labeled" / "bird").mkdir()
+    with pytest.raises(SSLTrainError, match=r"class folder .*bird holds no readable images"):
+        image_folder(str(image_root), on_bad_image="skip")
+
+
+def test_bad_batch_size_is_a_clear_error():
+    with pytest.raises(SSLTrainError, match="data.batch_size=0"):
+        SSLDataModule(digits, batch_size=0)
