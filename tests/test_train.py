@@ -50,6 +50,12 @@ def test_every_data_config_composes(make_cfg, dataset):
     assert cfg.data._target_.endswith("SSLDataModule") and cfg.data.dataset._partial_
 
 
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml")))
+def test_every_experiment_composes(make_cfg, experiment):
+    cfg = make_cfg(f"experiment={experiment}")
+    assert cfg.trainer.max_steps > 0 and cfg.model._target_
+
+
 @pytest.mark.parametrize("dataset, extra", [
     ("digits", []),
     ("synthetic", ["data.dataset.num_samples=200", "data.dataset.image_shape=[3,16,16]", "model=mlp"]),
