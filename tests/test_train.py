@@ -138,3 +138,11 @@ def test_bad_input_is_one_clear_line_and_no_complete_run(tmp_path, override, mes
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("override", ["trainer.precision=bf16-mixed", "logger=tensorboard"])
+def test_trainer_options(make_cfg, tmp_path, override):
+    train(make_cfg(override))
+    assert (tmp_path / "metrics.json").is_file()
+    if override == "logger=tensorboard":
+        assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
