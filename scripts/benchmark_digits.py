@@ -33,10 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 METHODS = ["supervised", "pi_model", "mean_teacher", "pseudo_label", "fixmatch"]
 
 
-def run_method(method: str, labels: int, seed: int, out: Path, fresh: bool, extra: list[str]) -> dict:
+def run_method(method: str, labels: int, seed: int, out: Path, fresh: bool, extra: list[str],
+               report_only: bool = False) -> dict | None:
     run_dir = out / f"{method}_{labels}_s{seed}"
     if (run_dir / "metrics.json").is_file() and not fresh:
         return json.loads((run_dir / "metrics.json").read_text())
+    if report_only:
+        return None
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"algorithm={method}", f"data.num_labels={labels}", f"seed={seed}",
                                            f"paths.output_dir={run_dir}", "trainer.enable_progress_bar=false", *extra])
@@ -58,7 +61,7 @@ def label_spreading(labels: int, seed: int) -> dict:
     return {"test/acc": accuracy, "train/time_s": time.perf_counter() - start}
 
 
-def summarize(results: dict, seeds: list[int]) -> list[dict]:
+def summarize(results: dict) -> list[dict]:
     rows = []
     for (method, labels), runs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         accs = [r["test/acc"] for r in runs]
@@ -66,7 +69,7 @@ def summarize(results: dict, seeds: list[int]) -> list[dict]:
                      "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "accs": accs,
                      "f1_mean": statistics.mean(r.get("test/f1_macro", float("nan")) for r in runs),
                      "ece_mean": statistics.mean(r.get("test/ece", float("nan")) for r in runs),
-                     "time_median": statistics.median(r["train/time_s"] for r in runs), "seeds": seeds})
+                     "time_median": statistics.median(r["train/time_s"] for r in runs), "seeds": [r["seed"] for r in runs]})
     return rows
 
 
@@ -87,7 +90,7 @@ def checks(rows: list[dict]) -> list[tuple[str, bool]]:
     return out
 
 
-def write_report(rows: list[dict], command: str, out: Path) -> None:
+def write_report(rows: list[dict], command: str, out: Path, note: str = "") -> None:
     lines = ["# Digits benchmark", "",
              f"Command: `{command}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
@@ -98,12 +101,14 @@ def write_report(rows: list[dict], command: str, out: Path) -> None:
              "| method | labels | test acc (mean ± std) | per seed | macro-F1 | ECE | train time (median s) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        per_seed = ", ".join(f"{a:.4f}" for a in r["accs"])
+        per_seed = ", ".join(f"s{seed}: {a:.4f}" for seed, a in zip(r["seeds"], r["accs"]))
         f1 = f"{r['f1_mean']:.4f}" if r["f1_mean"] == r["f1_mean"] else "–"
         ece = f"{r['ece_mean']:.4f}" if r["ece_mean"] == r["ece_mean"] else "–"
         lines.append(f"| {r['method']} | {r['labels']} | {r['acc_mean']:.4f} ± {r['acc_std']:.4f} | {per_seed} "
                      f"| {f1} | {ece} | {r['time_median']:.1f} |")
     lines += ["", "## Targets", ""] + [f"- [{'x' if ok else ' '}] {text}" for text, ok in checks(rows)]
+    if note:
+        lines += ["", "## Notes", "", note]
     write_text_atomic(out / "digits.md", "\n".join(lines) + "\n")
     write_json_atomic(out / "digits.json", rows)
 
@@ -116,21 +121,25 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "benchmark_digits")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--fresh", action="store_true", help="retrain runs that already have metrics.json")
+    parser.add_argument("--note", default="", help="a paragraph appended to the report")
+    parser.add_argument("--report-only", action="store_true", help="tabulate finished runs, train nothing")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. trainer.max_steps=500")
     args = parser.parse_args()
 
     results: dict[tuple[str, int], list[dict]] = {}
     for labels in args.labels:
         for seed in args.seeds:
-            results.setdefault(("label_spreading", labels), []).append(label_spreading(labels, seed))
+            results.setdefault(("label_spreading", labels), []).append(label_spreading(labels, seed) | {"seed": seed})
             for method in args.methods:
-                metrics = run_method(method, labels, seed, args.runs, args.fresh, args.overrides)
-                results.setdefault((method, labels), []).append(metrics)
+                metrics = run_method(method, labels, seed, args.runs, args.fresh, args.overrides, args.report_only)
+                if metrics is None:
+                    continue
+                results.setdefault((method, labels), []).append(metrics | {"seed": seed})
                 print(f"{method:>14} {labels:>3} labels seed {seed}: test acc {metrics['test/acc']:.4f}", flush=True)
     command = "python scripts/benchmark_digits.py " + " ".join(
-        [f"--methods {' '.join(args.methods)}", f"--labels {' '.join(map(str, args.labels))}",
+        (["--report-only"] if args.report_only else []) + [f"--methods {' '.join(args.methods)}", f"--labels {' '.join(map(str, args.labels))}",
          f"--seeds {' '.join(map(str, args.seeds))}", *args.overrides])
-    write_report(summarize(results, args.seeds), command, args.out)
+    write_report(summarize(results), command, args.out, args.note)
     print((args.out / "digits.md").read_text())
 
 

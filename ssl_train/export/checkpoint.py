@@ -1,0 +1,103 @@
+"""A run checkpoint back to the network it evaluated and the data module it was trained on.
+
+`ssl-train` stores the resolved run config, class names, input shape and
+channel statistics in `checkpoint["ssl_train"]`, so a checkpoint alone rebuilds
+`Classifier(backbone, mean, std)` with no config files around. The weights are
+the EMA copy (`ema.module.*`) when the run evaluated it (`algorithm.eval_ema`),
+else the raw network (`net.*`): exactly the model behind the run's test metrics.
+
+Checkpoints are read with `torch.load(weights_only=True)`: a file from elsewhere
+cannot run code on load, and anything that is not a tensor checkpoint fails
+with an error naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+
+from ssl_train.data.datamodule import SSLDataModule
+from ssl_train.errors import SSLTrainError
+from ssl_train.export.artifact import sha256_file
+from ssl_train.models.classifier import Classifier
+
+EXTRAS = ("config", "classes", "input_shape", "mean", "std")  # what ssl-train stores in checkpoint["ssl_train"]
+
+
+@dataclass
+class LoadedRun:
+    """A checkpoint's evaluated network (CPU, eval mode) and what is needed to rebuild its data."""
+
+    path: Path
+    sha256: str
+    network: Classifier
+    config: dict
+    classes: list[str]
+    input_shape: tuple[int, int, int]
+    mean: list[float]
+    std: list[float]
+    weights: str  # "ema" or "net"
+    global_step: int
+
+    def datamodule(self) -> SSLDataModule:
+        """The run's data module, set up: the same splits (same seed), hence the same test set."""
+        try:
+            datamodule: SSLDataModule = instantiate(self.config["data"])
+        except HydraException as exc:
+            raise SSLTrainError(f"{self.path}: cannot rebuild its data module ({_first_line(exc)})") from None
+        datamodule.setup()
+        return datamodule
+
+
+def load_run(path: str | Path, option: str = "ckpt_path") -> LoadedRun:
+    """Load an `ssl-train` checkpoint; a missing file, a non-checkpoint or a mismatching model is an SSLTrainError.
+
+    `option` is the config key the path came from, for the missing-file message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SSLTrainError(f"{option}={path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling, zip and EOF errors all mean "not a checkpoint"
+        raise SSLTrainError(f"{path} is not a checkpoint: torch.load failed ({_first_line(exc)})") from None
+    extras = checkpoint.get("ssl_train") if isinstance(checkpoint, dict) else None
+    if not isinstance(extras, dict) or "state_dict" not in checkpoint:
+        raise SSLTrainError(f"{path} is not an ssl-train checkpoint (no 'ssl_train' entry with the run config)")
+    missing = [k for k in EXTRAS if k not in extras] + [f"config.{k}" for k in ("model", "data", "algorithm")
+                                                        if k not in extras.get("config", {})]
+    if missing:
+        raise SSLTrainError(f"{path}: its 'ssl_train' entry lacks {', '.join(missing)}")
+
+    config = extras["config"]
+    input_shape = tuple(extras["input_shape"])
+    target = config["model"].get("_target_", "?")
+    try:
+        backbone = instantiate(config["model"], input_shape=input_shape, num_classes=len(extras["classes"]))
+    except (HydraException, ValueError, TypeError) as exc:
+        raise SSLTrainError(f"{path}: cannot build its model {target} ({_first_line(exc)})") from None
+    network = Classifier(backbone, extras["mean"], extras["std"])
+
+    algorithm = config["algorithm"]
+    weights = "ema" if algorithm.get("eval_ema") and algorithm.get("ema_decay") else "net"
+    prefix = "ema.module." if weights == "ema" else "net."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    if not state:
+        raise SSLTrainError(f"{path}: no '{prefix}*' weights in the checkpoint's state_dict")
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), _first_line(exc))
+        raise SSLTrainError(f"{path}: its weights do not fit the configured model {target} ({detail[:300]})") from None
+    return LoadedRun(path=path, sha256=sha256_file(path), network=network.eval(), config=config,
+                     classes=list(extras["classes"]), input_shape=input_shape, mean=list(extras["mean"]),
+                     std=list(extras["std"]), weights=weights, global_step=int(checkpoint.get("global_step", -1)))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,68 @@
+"""Knowledge distillation (Hinton et al., 2015): a smaller student learns a trained teacher's soft predictions.
+
+A `Distillation` is an ordinary algorithm of the framework (one LightningModule
+file, the base owns optimizer, schedule, EMA, metrics and logging), so a
+distilled student trains, checkpoints, resumes and exports exactly like any
+`ssl-train` run. The teacher is a run checkpoint, frozen and always in eval
+mode; it sees the same augmented views as the student.
+
+Per step, with `distillation_loss` (ssl_train.losses) = α·T²·KL(teacher_T ‖ student_T) + (1−α)·CE:
+    sup   = distillation_loss on the labeled batch, with the labels
+    unsup = distillation_loss on the unlabeled batch, KL term only (no labels)
+    loss  = sup + λ_u·unsup
+The unlabeled pool is where distillation earns its keep in SSL: the teacher
+labels every unlabeled image softly, so the student sees far more than the
+few labeled examples.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ssl_train.algorithms.base import SSLAlgorithm, StepLosses
+from ssl_train.errors import SSLTrainError
+from ssl_train.export.checkpoint import load_run
+from ssl_train.losses import distillation_loss
+
+
+class Distillation(SSLAlgorithm):
+    """Trains `net` (the student) from the frozen network of `teacher_ckpt`.
+
+    Args:
+        teacher_ckpt: an `ssl-train` checkpoint; its evaluated network (EMA when the run used it) is the teacher.
+        temperature: T, softens both distributions; the loss carries T² so gradients keep their scale.
+        alpha: α, the weight of the KL term against the labeled cross-entropy.
+    """
+
+    unlabeled_views = ("weak",)
+
+    def __init__(self, *args, teacher_ckpt: str, temperature: float = 4.0, alpha: float = 0.9, **kwargs):
+        super().__init__(*args, **kwargs)
+        if temperature <= 0 or not 0.0 <= alpha <= 1.0:
+            raise SSLTrainError(f"distillation needs temperature > 0 and alpha in [0, 1], got {temperature}, {alpha}")
+        teacher = load_run(teacher_ckpt, option="teacher_ckpt")
+        if len(teacher.classes) != self.hparams.num_classes:
+            raise SSLTrainError(f"teacher {teacher_ckpt} has {len(teacher.classes)} classes, the data "
+                                f"{self.hparams.num_classes}")
+        # Held outside the module tree: the teacher is not a trained part of this module, so it stays out of
+        # the student's checkpoints (its own checkpoint is `teacher_ckpt`) and out of Lightning's train/eval
+        # switching; on_fit_start puts it on the student's device.
+        self._frozen = (teacher.network.requires_grad_(False).eval(),)
+        self.temperature, self.alpha = temperature, alpha
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self._frozen[0]
+
+    def on_fit_start(self) -> None:
+        self.teacher.to(self.device)
+
+    def losses(self, batch: dict) -> StepLosses:
+        x_lb, y, x_ulb = batch["lb"]["x"], batch["lb"]["y"], batch["ulb"]["weak"]
+        student_lb, student_ulb = self.forward_views(x_lb, x_ulb)
+        with torch.no_grad():
+            teacher_lb, teacher_ulb = self.teacher(torch.cat([x_lb, x_ulb])).split([len(x_lb), len(x_ulb)])
+        return StepLosses(
+            sup=distillation_loss(student_lb, teacher_lb, y, self.temperature, self.alpha),
+            unsup=distillation_loss(student_ulb, teacher_ulb, None, self.temperature, self.alpha))
