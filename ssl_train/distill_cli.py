@@ -22,7 +22,7 @@ from ssl_train.export.card import artifact_table
 from ssl_train.export.checkpoint import load_run
 from ssl_train.export.pipeline import export_checkpoint
 from ssl_train.io import write_json_atomic
-from ssl_train.train import CONFIG_DIR, results_table, run_cli, train
+from ssl_train.train import CONFIG_DIR, optimized_value, results_table, run_cli, train
 
 
 def distill(cfg: DictConfig) -> dict:
@@ -61,8 +61,7 @@ def _task(cfg: DictConfig) -> float:
           f"({summary['parameter_ratio']:.1%}), test acc {s['acc']:.4f} ({100 * summary['acc_change']:+.2f} points)")
     if summary["export"]:
         print(artifact_table(summary["export"]))
-    value = summary["metrics"].get(cfg.optimized_metric)
-    return float(value) if value is not None else float("nan")
+    return optimized_value(cfg, summary["metrics"])
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="distill")

@@ -95,11 +95,16 @@ def run_cli(task, cfg: DictConfig):
         sys.exit(1)
 
 
+def optimized_value(cfg: DictConfig, metrics: dict) -> float:
+    """What a Hydra sweeper optimizes: `cfg.optimized_metric` of the run (NaN when absent)."""
+    value = metrics.get(cfg.optimized_metric)
+    return float(value) if value is not None else float("nan")
+
+
 def _task(cfg: DictConfig) -> float:
     metrics = train(cfg)
     print(results_table(cfg, metrics))
-    value = metrics.get(cfg.optimized_metric)
-    return float(value) if value is not None else float("nan")
+    return optimized_value(cfg, metrics)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
