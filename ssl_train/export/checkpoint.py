@@ -75,27 +75,37 @@ def load_run(path: str | Path, option: str = "ckpt_path") -> LoadedRun:
 
     config = extras["config"]
     input_shape = tuple(extras["input_shape"])
-    target = config["model"].get("_target_", "?")
-    try:
-        backbone = instantiate(config["model"], input_shape=input_shape, num_classes=len(extras["classes"]))
-    except (HydraException, ValueError, TypeError) as exc:
-        raise SSLTrainError(f"{path}: cannot build its model {target} ({_first_line(exc)})") from None
-    network = Classifier(backbone, extras["mean"], extras["std"])
-
     algorithm = config["algorithm"]
     weights = "ema" if algorithm.get("eval_ema") and algorithm.get("ema_decay") else "net"
     prefix = "ema.module." if weights == "ema" else "net."
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     if not state:
         raise SSLTrainError(f"{path}: no '{prefix}*' weights in the checkpoint's state_dict")
+    network = build_network(config["model"], extras["classes"], input_shape, extras["mean"], extras["std"], state,
+                            path)
+    return LoadedRun(path=path, sha256=sha256_file(path), network=network.eval(), config=config,
+                     classes=list(extras["classes"]), input_shape=input_shape, mean=list(extras["mean"]),
+                     std=list(extras["std"]), weights=weights, global_step=int(checkpoint.get("global_step", -1)))
+
+
+def build_network(model: dict, classes: list[str], input_shape: tuple[int, int, int], mean: list[float],
+                  std: list[float], state: dict, source: str | Path) -> Classifier:
+    """`Classifier(backbone, mean, std)` from a model config and its weights; `source` names the file in errors.
+
+    Shared by checkpoints and by files that carry a network of their own (the monitor's reference profile).
+    """
+    target = model.get("_target_", "?")
+    try:
+        backbone = instantiate(model, input_shape=tuple(input_shape), num_classes=len(classes))
+    except (HydraException, ValueError, TypeError) as exc:
+        raise SSLTrainError(f"{source}: cannot build its model {target} ({_first_line(exc)})") from None
+    network = Classifier(backbone, mean, std)
     try:
         network.load_state_dict(state)
     except RuntimeError as exc:
         detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), _first_line(exc))
-        raise SSLTrainError(f"{path}: its weights do not fit the configured model {target} ({detail[:300]})") from None
-    return LoadedRun(path=path, sha256=sha256_file(path), network=network.eval(), config=config,
-                     classes=list(extras["classes"]), input_shape=input_shape, mean=list(extras["mean"]),
-                     std=list(extras["std"]), weights=weights, global_step=int(checkpoint.get("global_step", -1)))
+        raise SSLTrainError(f"{source}: its weights do not fit the configured model {target} ({detail[:300]})") from None
+    return network.eval()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -25,7 +25,8 @@ ARTIFACTS = ("model.ts", "model_int8.ts", "model.pt2")
 
 def test_export_writes_every_artifact_metadata_and_card(exported, digits_ckpt):
     out, meta = exported
-    assert {p.name for p in out.iterdir()} == {*ARTIFACTS, "metadata.json", "MODEL_CARD.md"}  # no temp files
+    assert {p.name for p in out.iterdir()} == {*ARTIFACTS, "metadata.json", "MODEL_CARD.md",  # no temp files
+                                               "reference_profile.pt", "reference_profile.json"}  # for ssl-monitor
     assert json.loads((out / "metadata.json").read_text()) == meta
     assert meta["source_checkpoint"]["sha256"] == load_run(digits_ckpt).sha256
     assert meta["classes"] == [str(d) for d in range(10)] and meta["input"]["shape"] == ["N", 1, 8, 8]
