@@ -6,6 +6,7 @@
       model.pt2      torch.export, dynamic batch       parity with eager ≤ parity_atol
       model.onnx     optional extra                    onnx.checker + onnxruntime parity ≤ onnx_atol
     each artifact, loaded back from its file → test metrics, size, CPU latency
+    reference_profile.pt/.json: the evaluated model on the validation split, for `ssl-monitor`
       → metadata.json, MODEL_CARD.md (written last: a directory without them is not a finished export)
 
 Preprocessing needs no export of its own: `Classifier` normalizes inside the
@@ -23,6 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from ssl_train.data.datamodule import SSLDataModule
+from ssl_train.errors import SSLTrainError
+from ssl_train.evaluation.calibration import fold_temperature
 from ssl_train.export import card, measure
 from ssl_train.export.artifact import sha256_file
 from ssl_train.export.checkpoint import load_run
@@ -30,6 +33,7 @@ from ssl_train.export.pt2 import export_onnx, export_program, load_program, onnx
 from ssl_train.export.quantize import quantize_int8
 from ssl_train.export.torchscript import export_torchscript, load_torchscript
 from ssl_train.io import write_json_atomic, write_text_atomic
+from ssl_train.monitor.profile import PROFILE_FILE, ProfileOptions, profile_run, save_profile
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,10 @@ class ExportOptions:
         latency_batch_sizes, latency_repeats, latency_warmup: the latency columns (median of repeats).
         latency_threads: intra-op threads while timing; None keeps this machine's setting.
         eval_batch_size: batch size for the test-split metrics.
+        reference_profile: write reference_profile.pt/.json (the drift monitor's reference) beside the model.
         seed: picks the calibration sample.
+        temperature: divide the logits by this calibration temperature (ssl-eval fits it), folded into the
+            network's last layer so that every artifact carries it; None leaves the logits as trained.
     """
 
     torchscript: bool = True
@@ -61,7 +68,9 @@ class ExportOptions:
     latency_warmup: int = 5
     latency_threads: int | None = None
     eval_batch_size: int = 256
+    reference_profile: bool = True
     seed: int = 0
+    temperature: float | None = None
 
 
 def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, options: ExportOptions | None = None) -> dict:
@@ -74,6 +83,10 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, options: Expor
     if options.onnx:
         require_onnx()  # fail before any work, not after the other artifacts
     run = load_run(ckpt_path)
+    if options.temperature is not None:
+        if not options.temperature > 0:
+            raise SSLTrainError(f"export.temperature={options.temperature}: expected a positive number")
+        run.network = fold_temperature(run.network, options.temperature)
     out_dir = Path(out_dir)
     datamodule = run.datamodule()
     test = list(measure.float_batches(datamodule.test, datamodule.source.scale, options.eval_batch_size))
@@ -94,6 +107,12 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, options: Expor
         if int8_info["acc_change"] < -0.01:
             log.warning("int8 test accuracy is %.2f points below fp32", -100 * int8_info["acc_change"])
 
+    if options.reference_profile:
+        source = {"checkpoint": str(run.path.resolve()), "sha256": run.sha256, "global_step": run.global_step,
+                  "weights": run.weights}
+        save_profile(profile_run(run.network, datamodule, run.config, run.classes, run.input_shape, run.mean,
+                                 run.std, source, ProfileOptions(seed=options.seed)), out_dir)
+
     scale = datamodule.source.scale
     meta = {
         "format_version": 1,
@@ -108,11 +127,13 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, options: Expor
         "training": card.training_summary(run.config, run.global_step),
         "test_split": {"samples": sum(len(y) for _, y in test)},
         "export": {"torch": torch.__version__, "int8": int8_info, "parity_atol": options.parity_atol,
+                   "temperature": options.temperature,
                    "latency": {"batch_sizes": list(options.latency_batch_sizes), "repeats": options.latency_repeats,
                                "warmup": options.latency_warmup, "threads": thread_count,
                                "cpu": measure.cpu_name()}},
         "reference": reference,
         "artifacts": artifacts,
+        "reference_profile": PROFILE_FILE if options.reference_profile else None,
     }
     write_json_atomic(out_dir / "metadata.json", meta)
     write_text_atomic(out_dir / "MODEL_CARD.md", card.render_card(meta))

@@ -1,0 +1,205 @@
+"""report.html: the evaluation in one self-contained page (figures embedded as base64 PNG).
+
+`page`, `section`, `table`, `figure` are the building blocks (ssl-audit's page
+uses them too); `render_eval_report` lays out eval.json's content. Every value
+shown comes from the eval dict, so the page and eval.json cannot disagree, and
+the page references no file at all: it can be mailed or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Iterable, Sequence
+
+from ssl_train.evaluation.robustness import SEVERITIES
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;background:#f6f7f9}
+main{max-width:1100px;margin:0 auto;padding:24px 32px 48px;background:#fff;min-height:100vh}
+h1{font-size:1.6em;margin:0 0 4px}
+h2{font-size:1.25em;border-bottom:2px solid #e4e7eb;padding-bottom:4px;margin-top:36px}
+h3{font-size:1.05em;margin-top:22px}.sub{color:#666;margin:0 0 18px}
+table{border-collapse:collapse;margin:8px 0 14px;font-size:.9em}
+th,td{border:1px solid #dde1e6;padding:4px 9px;text-align:left}th{background:#f0f2f5}
+td.num{text-align:right;font-variant-numeric:tabular-nums}tr.flag td{background:#fdecea}
+.warn{background:#fff4e5;border-left:4px solid #ff9800;padding:10px 14px;margin:12px 0}
+.ok{background:#edf7ed;border-left:4px solid #4caf50;padding:10px 14px;margin:12px 0}
+.note{color:#555;font-size:.9em}img{max-width:100%;height:auto;display:block;margin:8px 0}
+code{background:#f0f2f5;padding:1px 4px;border-radius:3px}
+"""
+
+
+def esc(value) -> str:
+    return html.escape(str(value))
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.1e}" if 0 < abs(value) < 10 ** -digits * 5 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def page(title: str, subtitle: str, body: Iterable[str]) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{esc(title)}</title>"
+            f"<style>{STYLE}</style></head>\n<body><main><h1>{esc(title)}</h1><p class=\"sub\">{esc(subtitle)}</p>\n"
+            + "\n".join(body) + "\n</main></body></html>\n")
+
+
+def section(title: str, *parts: str) -> str:
+    return f"<section><h2>{esc(title)}</h2>\n" + "\n".join(p for p in parts if p) + "\n</section>"
+
+
+def heading(title: str) -> str:
+    return f"<h3>{esc(title)}</h3>"
+
+
+def paragraph(text: str, kind: str = "") -> str:
+    return f"<p class=\"{kind}\">{esc(text)}</p>" if kind else f"<p>{esc(text)}</p>"
+
+
+def box(text: str, warning: bool) -> str:
+    return f"<div class=\"{'warn' if warning else 'ok'}\">{esc(text)}</div>"
+
+
+def table(header: Sequence[str] | None, rows: Iterable[Sequence], flagged: Iterable[bool] | None = None) -> str:
+    """An HTML table (numbers right-aligned); rows whose `flagged` entry is true are highlighted."""
+    flags = list(flagged) if flagged is not None else None
+    head = "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead>" if header else ""
+    lines = [f"<table>{head}<tbody>"]
+    for i, row in enumerate(rows):
+        cls = " class=\"flag\"" if flags is not None and flags[i] else ""
+        cells = "".join(f"<td class=\"num\">{esc(fmt(c))}</td>" if _is_number(c) else f"<td>{esc(fmt(c))}</td>"
+                        for c in row)
+        lines.append(f"<tr{cls}>{cells}</tr>")
+    return "\n".join(lines) + "</tbody></table>"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def figure(png: bytes | None, alt: str) -> str:
+    if not png:
+        return ""
+    return f"<img alt=\"{esc(alt)}\" src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">"
+
+
+def ci(interval: Sequence[float]) -> str:
+    return f"[{interval[0]:.4f}, {interval[1]:.4f}]"
+
+
+def summary_rows(result: dict) -> list[tuple[str, str]]:
+    """The headline numbers, shared by the printed table and the report."""
+    m, cal = result["metrics"], result["calibration"]
+    boot = result["bootstrap"]
+    level = f"{100 * boot['level']:g}% CI"
+    rows = [("accuracy", f"{m['acc']:.4f}  {level} {ci(boot['acc'])}"),
+            ("macro-F1", f"{m['f1_macro']:.4f}  {level} {ci(boot['f1_macro'])}"),
+            (f"ECE ({cal['bins']} bins)", f"{cal['ece']:.4f} → {cal['ece_scaled']:.4f} with temperature "
+                                         f"{cal['temperature']:.3f} (fitted on {cal['fitted_on']})"),
+            ("MCE", f"{cal['mce']:.4f} → {cal['mce_scaled']:.4f}")]
+    flagged = [s["slice"] for kind in ("classes", "user") for s in result["slices"].get(kind) or [] if s["flagged"]]
+    rows.append(("slices below the whole", ", ".join(flagged) if flagged else "none (FDR "
+                 f"{result['slices']['alpha']:g})"))
+    if result.get("robustness"):
+        worst = {k: v[-1]["acc"] for k, v in result["robustness"].items()}
+        rows.append(("accuracy at severity 3", ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in worst.items())))
+    ssl = result.get("ssl") or {}
+    curves = ssl.get("training_curves") or {}
+    if curves:
+        rows.append(("end of training", ", ".join(f"{k.replace('_', ' ')} {v['final_mean']:.3f}"
+                                                  for k, v in curves.items())))
+    if ssl.get("pseudo_labels"):
+        rows.append(("pseudo-label balance", "AMPLIFIED imbalance" if ssl["pseudo_labels"]["amplified"] else "ok"))
+    if result.get("privacy"):
+        p = result["privacy"]
+        rows.append(("membership inference", f"AUC {p['auc']:.3f}: {p['risk']} risk"))
+    return rows
+
+
+def render_eval_report(result: dict, figures: dict[str, bytes]) -> str:
+    """The evaluation page from eval.json's content and the figures (PNG bytes by name)."""
+    model, data, m, cal = result["model"], result["data"], result["metrics"], result["calibration"]
+    subtitle = (f"{model['kind']} {model['path']} · {data['dataset']} {data['split']} split, {m['samples']} images · "
+                f"{result['created']}")
+    body = [box(w, True) for w in result["warnings"]]
+    body.append(section("Summary", table(None, summary_rows(result))))
+
+    per_class = [(r["class"], r["precision"], r["recall"], r["f1"], r["support"]) for r in m["per_class"]]
+    body.append(section(
+        "Classification",
+        table(["class", "precision", "recall", "F1", "support"], per_class),
+        figure(figures.get("confusion_matrix"), "confusion matrix")))
+
+    body.append(section(
+        "Calibration",
+        paragraph(f"Temperature scaling divides the logits by T = {cal['temperature']:.4f}, fitted on the "
+                  f"{cal['fitted_on']} split ({cal['fitted_samples']} images) by minimizing the negative "
+                  "log-likelihood. It changes confidences, never predictions."),
+        table(["", "as trained", f"T = {cal['temperature']:.3f}"],
+              [("ECE", cal["ece"], cal["ece_scaled"]), ("MCE", cal["mce"], cal["mce_scaled"]),
+               ("NLL", cal["nll"], cal["nll_scaled"])]),
+        figure(figures.get("reliability"), "reliability diagram"),
+        f"<p class=\"note\">Carry it into export: <code>{esc(cal['export_hint'])}</code></p>"
+        if cal.get("export_hint") else ""))
+
+    slices = result["slices"]
+    slice_header = ["slice", "images", "accuracy", "rest", "p (one-sided)", "q (BH)", "flagged"]
+    def slice_rows(rows: list[dict]) -> list[tuple]:
+        return [(r["slice"], r["samples"], r["acc"], r["rest_acc"], r["p_value"], r["q_value"],
+                 "yes" if r["flagged"] else "") for r in rows]
+
+    parts = [paragraph(f"A slice is flagged when its accuracy is below the rest of the split by a one-sided Fisher "
+                       f"exact test with Benjamini–Hochberg false discovery rate {slices['alpha']:g}."),
+             heading("Per class"), table(slice_header, slice_rows(slices["classes"]),
+                                          [r["flagged"] for r in slices["classes"]]),
+             heading("Per confidence bucket"),
+             table(["max softmax", "images", "accuracy", "mean confidence"],
+                   [(r["bucket"], r["samples"], r["acc"], r["confidence"]) for r in slices["confidence"]])]
+    if slices.get("user") is not None:
+        parts += [heading(f"User-defined: {slices['user_source']}"),
+                  table(slice_header, slice_rows(slices["user"]), [r["flagged"] for r in slices["user"]])]
+    body.append(section("Slices", *parts))
+
+    if result.get("robustness"):
+        rows = [(kind.replace("_", " "), *[f"{r['acc']:.4f} ({r['value']:g})" for r in levels])
+                for kind, levels in result["robustness"].items()]
+        body.append(section(
+            "Robustness",
+            paragraph(f"Clean accuracy {m['acc']:.4f}. In brackets: the corruption strength (noise std, blur sigma "
+                      "in pixels, contrast factor, rotation in degrees) on pixels in [0, 1]."),
+            table(["corruption", "severity 1", "severity 2", "severity 3"], rows),
+            figure(figures.get("robustness"), "accuracy under corruptions")))
+
+    ssl = result.get("ssl") or {}
+    parts = []
+    if ssl.get("training_curves"):
+        rows = [(k.replace("_", " "), v["first"], v["last"], v["final_mean"], v["points"])
+                for k, v in ssl["training_curves"].items()]
+        parts += [table(["signal", "first logged", "last logged", "mean of last 10%", "points"], rows),
+                  figure(figures.get("training_curves"), "mask ratio and pseudo-label accuracy over training")]
+    else:
+        parts.append(paragraph(ssl.get("training_curves_note", "No training logs."), "note"))
+    if ssl.get("pseudo_labels"):
+        pl = ssl["pseudo_labels"]
+        parts += [heading("Pseudo-label class distribution"),
+                  paragraph(f"The evaluated model's pseudo-labels on {pl['unlabeled']} unlabeled images at threshold "
+                            f"{pl['threshold']:g}: {pl['confident']} pass it."),
+                  box(pl["verdict"], pl["amplified"]), figure(figures.get("pseudo_labels"), "pseudo-label shares")]
+    body.append(section("Semi-supervised learning", *parts))
+
+    if result.get("privacy"):
+        p = result["privacy"]
+        body.append(section("Privacy: membership inference", box(p["verdict"], p["risk"] != "low"),
+                            figure(figures.get("membership"), "membership inference")))
+    body.append(section("Provenance", table(None, [
+        ("model", f"{model['path']} (sha256 {model['sha256'][:16]}…)"), ("model kind", model["kind"]),
+        ("dataset", f"{data['dataset']} (seed {data['seed']})"), ("split", data["split"]),
+        ("bootstrap", f"{result['bootstrap']['resamples']} resamples, seed {result['bootstrap']['seed']}"),
+        ("robustness severities", "; ".join(f"{k}: {v}" for k, v in SEVERITIES.items())),
+        ("computing time", f"{result['time_s']:.1f} s (without start-up and figures)")])))
+    return page("Evaluation report", subtitle, body)
