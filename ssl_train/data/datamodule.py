@@ -2,10 +2,16 @@
 
 A training batch is a pure function of (seed, step): the loader yields step
 numbers, the dataset turns a step into the indices of B labeled and μ·B
-unlabeled samples (`splits.index_stream`), and augmentation runs batched on
-the device with a generator seeded by the same step. Resuming from a
-checkpoint therefore continues with exactly the batches an uninterrupted run
-would have seen, whatever the worker count.
+unlabeled samples (`splits.index_stream`), and augmentation runs batched with
+a generator seeded by the same step. Resuming from a checkpoint therefore
+continues with exactly the batches an uninterrupted run would have seen,
+whatever the worker count.
+
+Where augmentation runs is an option (`augment_on`): on the device (default)
+the loader only moves uint8 tensors and the GPU builds the views; in the
+loader the same batched code runs on the CPU in the workers. Both draw the
+same operations from the same per-step seed, so on a CPU they give identical
+batches.
 """
 
 from __future__ import annotations
@@ -52,10 +58,11 @@ class PairedSteps:
     """
 
     def __init__(self, labeled: Subset, unlabeled: Subset | None, batch_size: int, unlabeled_batch_size: int,
-                 seed: int, rank: int = 0, world_size: int = 1):
+                 seed: int, rank: int = 0, world_size: int = 1, transform: Callable[[dict], dict] | None = None):
         self.labeled, self.unlabeled = labeled, unlabeled
         self.batch_size, self.unlabeled_batch_size = batch_size, unlabeled_batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.transform = transform
 
     def __getitem__(self, step: int) -> dict[str, Any]:
         slot = step * self.world_size + self.rank
@@ -65,7 +72,7 @@ class PairedSteps:
         if self.unlabeled is not None and self.unlabeled_batch_size:
             n = self.unlabeled_batch_size
             batch["ulb"] = self.unlabeled[index_stream(len(self.unlabeled), slot * n, n, (self.seed, 1))]
-        return batch
+        return self.transform(batch) if self.transform is not None else batch
 
 
 class StepSampler(Sampler[int]):
@@ -86,14 +93,20 @@ class SSLDataModule(L.LightningDataModule):
 
     `views` names the unlabeled views the algorithm asks for ("weak", "strong",
     "weak2", ...): names starting with "weak" get an independent weak
-    augmentation, names starting with "strong" a strong one.
+    augmentation, names starting with "strong" a strong one. `augment_on` is
+    "device" (after the transfer, batched on the GPU when there is one) or
+    "loader" (on the CPU, in the loader's workers).
     """
 
     def __init__(self, dataset: Callable[[], SourceData], num_labels: int = 40, batch_size: int = 64, mu: int = 7,
                  eval_batch_size: int = 512, val_size: float | int = 0.1, test_size: float | int = 0.25,
                  include_labeled_in_unlabeled: bool = False, seed: int = 0, num_workers: int = 0,
-                 weak: WeakAugment | None = None, strong: StrongAugment | None = None):
+                 weak: WeakAugment | None = None, strong: StrongAugment | None = None,
+                 augment_on: str = "device", prefetch_factor: int = 4):
         super().__init__()
+        if augment_on not in ("device", "loader"):
+            raise SSLTrainError(f"data.augment_on={augment_on!r}: expected 'device' or 'loader'")
+        self.augment_on, self.prefetch_factor = augment_on, prefetch_factor
         self.dataset_fn, self.num_labels, self.batch_size, self.mu = dataset, num_labels, batch_size, mu
         self.eval_batch_size, self.val_size, self.test_size = eval_batch_size, val_size, test_size
         self.include_labeled_in_unlabeled, self.seed, self.num_workers = include_labeled_in_unlabeled, seed, num_workers
@@ -150,7 +163,8 @@ class SSLDataModule(L.LightningDataModule):
         rank, world = self._rank()
         wants_unlabeled = any(v.startswith(("weak", "strong")) for v in self.views)
         steps = PairedSteps(self.labeled, self.unlabeled if wants_unlabeled else None, self.batch_size,
-                            self.mu * self.batch_size, self.seed, rank, world)
+                            self.mu * self.batch_size, self.seed, rank, world,
+                            transform=self.make_views if self.augment_on == "loader" else None)
         start = self.trainer.global_step if self.trainer is not None else 0
         return self._loader(steps, StepSampler(start))
 
@@ -163,16 +177,23 @@ class SSLDataModule(L.LightningDataModule):
     def _loader(self, dataset, sampler) -> DataLoader:
         # batch_size=None: the dataset returns whole batches; a private generator keeps
         # loader creation from consuming the global RNG (which would break exact resume).
+        workers = self.num_workers > 0
         return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=workers,
+                          prefetch_factor=self.prefetch_factor if workers else None,
                           generator=torch.Generator().manual_seed(self.seed))
 
     # --- on the device ------------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Scale uint8 pixels to [0, 1] and, for training batches, build the augmented views."""
-        scale = self.source.scale
+        """Scale uint8 pixels to [0, 1] and, for training batches, build the augmented views (unless the loader did)."""
         if "lb" not in batch:
-            return {"x": batch["x"].float() * scale, "y": batch["y"]}
+            return {"x": batch["x"].float() * self.source.scale, "y": batch["y"]}
+        return batch if self.augment_on == "loader" else self.make_views(batch)
+
+    def make_views(self, batch: dict) -> dict:
+        """A raw training batch (uint8 pixels) to the algorithm's input: scaled, weakly augmented labeled
+        samples and the requested unlabeled views, drawn from the step's own generator."""
+        scale = self.source.scale
         gen = self._step_generator(batch["lb"]["x"].device, int(batch["step"]))
         out = {"step": batch["step"], "lb": {"x": self.weak(batch["lb"]["x"].float() * scale, gen),
                                              "y": batch["lb"]["y"]}}

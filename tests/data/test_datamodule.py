@@ -40,6 +40,23 @@ def test_a_batch_is_a_pure_function_of_seed_and_step():
     assert not torch.equal(train_batch(a, 6)[0]["ulb"]["x"], ra["ulb"]["x"])
 
 
+def test_augmenting_in_the_loader_gives_the_same_batches_as_on_the_device():
+    on_device, in_loader = datamodule(), datamodule(augment_on="loader", num_workers=1)
+    loader = iter(in_loader.train_dataloader())  # a worker process builds the views
+    for step in range(3):
+        expected = train_batch(on_device, step)[1]
+        got = in_loader.on_after_batch_transfer(next(loader), 0)
+        assert got["lb"]["x"].dtype == torch.float32
+        for key in ("weak", "strong"):
+            assert torch.equal(got["ulb"][key], expected["ulb"][key])
+        assert torch.equal(got["lb"]["x"], expected["lb"]["x"]) and torch.equal(got["lb"]["y"], expected["lb"]["y"])
+
+
+def test_unknown_augment_place_is_a_clear_error():
+    with pytest.raises(SSLTrainError, match="data.augment_on='gpu'"):
+        SSLDataModule(digits, augment_on="gpu")
+
+
 def test_labeled_batches_cycle_through_every_labeled_sample():
     dm = datamodule(num_labels=20, batch_size=10)
     seen = torch.cat([dm.train_dataloader().dataset[s]["lb"]["y"] for s in range(2)])
