@@ -15,9 +15,24 @@ from torch import Tensor
 
 def confident_pseudo_labels(logits: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
     """Hard pseudo-labels and the 0/1 mask of samples whose max softmax reaches `threshold`."""
-    probs = logits.detach().float().softmax(dim=-1)
+    return confident_labels(logits.detach().float().softmax(dim=-1), threshold)
+
+
+def confident_labels(probs: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """Argmax labels of class probabilities and the 0/1 mask of rows whose maximum reaches `threshold`."""
     confidence, labels = probs.max(dim=-1)
     return labels, (confidence >= threshold).float()
+
+
+def align_distribution(probs: Tensor, model_marginal: Tensor, target_marginal: Tensor) -> Tensor:
+    """Distribution alignment (ReMixMatch, Berthelot et al., 2020): probs · target/model marginal, renormalized.
+
+    A class the model over-predicts on unlabeled data (a cluster of another class
+    absorbed early) has its pseudo-label confidence scaled down, an under-predicted
+    one scaled up, so that confirmation errors cannot keep growing unchecked.
+    """
+    aligned = probs * (target_marginal / model_marginal.clamp_min(1e-6))
+    return aligned / aligned.sum(dim=-1, keepdim=True)
 
 
 def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
@@ -29,12 +44,12 @@ def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor) -> Tenso
     return (F.cross_entropy(logits, targets, reduction="none") * mask).mean()
 
 
-def fixmatch_loss(logits_weak: Tensor, logits_strong: Tensor, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
-    """FixMatch unlabeled loss: CE(strong, hard label of weak) where weak is confident.
+def fixmatch_loss(probs_weak: Tensor, logits_strong: Tensor, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+    """FixMatch unlabeled loss: CE(strong, hard label of weak) where the weak view's probabilities are confident.
 
-    Returns (loss, mask, pseudo_labels); no gradient flows through the weak view.
+    Returns (loss, mask, pseudo_labels); `probs_weak` is a target, so no gradient flows through it.
     """
-    labels, mask = confident_pseudo_labels(logits_weak, threshold)
+    labels, mask = confident_labels(probs_weak.detach(), threshold)
     return masked_cross_entropy(logits_strong, labels, mask), mask, labels
 
 

@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ssl_train import speed
 from ssl_train.algorithms.base import SSLAlgorithm
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.errors import SSLTrainError
@@ -42,6 +43,7 @@ def build(cfg: DictConfig) -> tuple[SSLDataModule, SSLAlgorithm, L.Trainer]:
     net = Classifier(backbone, mean, std)
     model: SSLAlgorithm = instantiate(cfg.algorithm, net=net, num_classes=datamodule.num_classes,
                                       optimizer=instantiate(cfg.optimizer))
+    speed.apply(model, **cfg.get("speed", {}))
     datamodule.views = model.unlabeled_views
     model.checkpoint_extras = {
         "config": OmegaConf.to_container(cfg, resolve=True), "classes": list(datamodule.source.classes),
@@ -56,6 +58,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train and test one configuration; returns the metrics also written to RUN_DIR/metrics.json."""
     run_dir = Path(cfg.paths.output_dir)
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if (cfg.get("audit") or {}).get("before_train"):
+        from ssl_train.audit.pipeline import audit_before_training  # imported only when asked for
+
+        audit_before_training(cfg, run_dir / "audit")
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     datamodule, model, trainer = build(cfg)
@@ -67,12 +73,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {"train/time_s": time.perf_counter() - start, "train/steps": trainer.global_step}
     metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
     if cfg.get("test"):
-        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        metrics |= {k: float(v) for k, v in results[0].items()}
-        metrics["test/checkpoint"] = best or "final weights"
+        metrics |= test(cfg, trainer, model, datamodule)
     if trainer.is_global_zero:
         write_json_atomic(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def test(cfg: DictConfig, trainer: L.Trainer, model: SSLAlgorithm, datamodule: SSLDataModule) -> dict:
+    """Test the final weights and the best-validation checkpoint; `test/*` is the one `cfg.test_checkpoint` names,
+    `test_alt/*` the other, so that a report can show both."""
+    choice = cfg.get("test_checkpoint", "last")
+    if choice not in ("last", "best"):
+        raise SSLTrainError(f"test_checkpoint={choice!r}: expected 'last' or 'best'")
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
+    # The final weights are still in memory, so they are tested before a checkpoint replaces them.
+    checkpoints = {"last": None} | ({"best": best} if best else {})
+    metrics = {}
+    for name, path in checkpoints.items():
+        prefix = "test" if name == choice else "test_alt"
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=path, verbose=False)[0]
+        metrics |= {k.replace("test/", f"{prefix}/", 1): float(v) for k, v in results.items()}
+        metrics[f"{prefix}/checkpoint"] = path or "final weights"
+    if "test/acc" not in metrics:  # no best checkpoint (no validation): the final weights are both
+        metrics |= {k.replace("test_alt/", "test/", 1): v for k, v in metrics.items()}
     return metrics
 
 

@@ -11,7 +11,7 @@ def test_fixmatch_loss_masks_and_averages_over_all_unlabeled_samples():
     # weak view: sample 0 confident in class 1 (p≈0.98), sample 1 not confident
     logits_weak = torch.tensor([[0.0, 4.0, 0.0], [1.0, 1.0, 1.0]])
     logits_strong = torch.tensor([[1.0, 2.0, 3.0], [3.0, 0.0, 0.0]])
-    loss, mask, labels = losses.fixmatch_loss(logits_weak, logits_strong, threshold=0.95)
+    loss, mask, labels = losses.fixmatch_loss(logits_weak.softmax(-1), logits_strong, threshold=0.95)
     assert mask.tolist() == [1.0, 0.0]
     assert labels[0].item() == 1
     ce0 = -math.log(math.exp(2) / (math.exp(1) + math.exp(2) + math.exp(3)))
@@ -21,7 +21,7 @@ def test_fixmatch_loss_masks_and_averages_over_all_unlabeled_samples():
 def test_fixmatch_loss_no_gradient_through_the_weak_view():
     weak = torch.tensor([[0.0, 9.0]], requires_grad=True)
     strong = torch.tensor([[0.5, 0.0]], requires_grad=True)
-    loss, _, _ = losses.fixmatch_loss(weak, strong, 0.5)
+    loss, _, _ = losses.fixmatch_loss(weak.softmax(-1), strong, 0.5)
     loss.backward()
     assert weak.grad is None and strong.grad is not None and strong.grad.abs().sum() > 0
 
@@ -29,6 +29,20 @@ def test_fixmatch_loss_no_gradient_through_the_weak_view():
 def test_confidence_threshold_is_inclusive():
     logits = torch.log(torch.tensor([[0.95, 0.05]]))
     assert losses.confident_pseudo_labels(logits, 0.95)[1].item() == pytest.approx(1.0)
+
+
+def test_distribution_alignment_hand_value():
+    probs = torch.tensor([[0.6, 0.4], [0.9, 0.1]])
+    model_marginal = torch.tensor([0.75, 0.25])  # the model over-predicts class 0
+    aligned = losses.align_distribution(probs, model_marginal, torch.tensor([0.5, 0.5]))
+    # row 0: (0.6/0.75, 0.4/0.25) = (0.8, 1.6) -> (1/3, 2/3); row 1: (1.2, 0.4) -> (0.75, 0.25)
+    torch.testing.assert_close(aligned, torch.tensor([[1 / 3, 2 / 3], [0.75, 0.25]]))
+
+
+def test_distribution_alignment_is_identity_when_marginals_agree():
+    probs = torch.softmax(torch.randn(5, 4, generator=torch.Generator().manual_seed(0)), -1)
+    marginal = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    torch.testing.assert_close(losses.align_distribution(probs, marginal, marginal), probs)
 
 
 def test_softmax_mse_hand_value_and_detached_target():

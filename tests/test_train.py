@@ -38,6 +38,16 @@ def test_every_algorithm_trains_and_writes_a_complete_run(make_cfg, algorithm, t
         assert "train/unsup_loss" in logged
 
 
+@pytest.mark.parametrize("choice", ["last", "best"])
+def test_test_metrics_name_the_chosen_checkpoint_and_report_the_other(make_cfg, tmp_path, choice):
+    metrics = train(make_cfg(f"test_checkpoint={choice}"))
+    best = str(next((tmp_path / "checkpoints").glob("best-*.ckpt")))
+    expected = {"last": "final weights", "best": best}
+    assert metrics["test/checkpoint"] == expected[choice]
+    assert metrics["test_alt/checkpoint"] == expected["best" if choice == "last" else "last"]
+    assert 0.0 <= metrics["test_alt/acc"] <= 1.0
+
+
 def test_fixmatch_logs_mask_ratio_and_pseudo_label_accuracy(make_cfg, tmp_path):
     train(make_cfg("algorithm=fixmatch", "algorithm.threshold=0.0"))
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
@@ -132,6 +142,7 @@ def test_multirun_sweeps_two_jobs(tmp_path):
     ("data=image_folder", "error: data.dataset.root is required"),
     ("data=image_folder data.dataset.root=nowhere", "error: image folder"),
     ("optimizer.lr=1e30", "error: non-finite loss at step"),
+    ("test_checkpoint=middle", "error: test_checkpoint='middle': expected 'last' or 'best'"),
 ])
 def test_bad_input_is_one_clear_line_and_no_complete_run(tmp_path, override, message):
     result = run_cli(*FAST_CLI, *override.split(), f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
@@ -140,9 +151,42 @@ def test_bad_input_is_one_clear_line_and_no_complete_run(tmp_path, override, mes
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-@pytest.mark.parametrize("override", ["trainer.precision=bf16-mixed", "logger=tensorboard"])
+@pytest.mark.parametrize("override", [
+    "trainer.precision=bf16-mixed", "logger=tensorboard",
+    "speed.channels_last=true optimizer.fused=true trainer.benchmark=true data.augment_on=loader data.num_workers=1",
+    pytest.param("speed=fast data.num_workers=0", marks=pytest.mark.slow),  # torch.compile takes a minute on a CPU
+])
 def test_trainer_options(make_cfg, tmp_path, override):
-    train(make_cfg(override))
+    train(make_cfg(*override.split()))
     assert (tmp_path / "metrics.json").is_file()
     if override == "logger=tensorboard":
         assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def csv_losses(run_dir: Path) -> list[float]:
+    import csv
+
+    rows = csv.DictReader((run_dir / "csv" / "metrics.csv").open())
+    return [float(r["train/loss"]) for r in rows if r["train/loss"]]
+
+
+def test_ddp_on_two_cpu_processes_follows_the_single_process_loss(tmp_path):
+    """2 gloo processes x B/2 per device against 1 process x B: the ranks split the same global batch, so
+    the (rank-averaged) losses agree up to per-device batch-norm statistics (SyncBN needs CUDA)."""
+    common = ["data=synthetic", "data.dataset.num_samples=400", "data.dataset.image_shape=[3,8,8]", "model=cnn_small",
+              "data.num_labels=40", "data.mu=2", "data.weak.translate=0", "data.weak.flip=false",
+              "data.strong.ops=[identity]", "data.strong.cutout=0", "algorithm.threshold=0.3",
+              "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=1",
+              "trainer.enable_progress_bar=false"]
+    single = run_cli(*common, "data.batch_size=8", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'one'}",
+                     cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = run_cli(*common, "data.batch_size=4", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                  f"hydra.run.dir={tmp_path / 'ddp'}", cwd=tmp_path)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    one, two = csv_losses(tmp_path / "one"), csv_losses(tmp_path / "ddp")
+    assert len(one) == len(two) == 6
+    assert one != two  # really two runs
+    assert max(abs(a - b) / a for a, b in zip(one, two)) < 0.05, (one, two)
+    assert two[-1] < two[0] - 0.2  # and it learns
+    assert REQUIRED <= json.loads((tmp_path / "ddp" / "metrics.json").read_text()).keys()

@@ -79,6 +79,10 @@ class SSLAlgorithm(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self._last_losses: dict[str, float] = {}
         self.checkpoint_extras: dict = {}
+        self.channels_last = False  # set by `ssl_train.speed.apply`
+
+    def _input(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # --- networks ---------------------------------------------------------------
     @staticmethod
@@ -101,7 +105,7 @@ class SSLAlgorithm(L.LightningModule):
 
     def forward_views(self, *views: Tensor) -> tuple[Tensor, ...]:
         """One forward pass over the concatenation, so batch norm sees labeled and unlabeled together."""
-        return self.net(torch.cat(views)).split([len(v) for v in views])
+        return self.net(self._input(torch.cat(views))).split([len(v) for v in views])
 
     # --- training ---------------------------------------------------------------
     def losses(self, batch: dict) -> StepLosses:
@@ -127,9 +131,19 @@ class SSLAlgorithm(L.LightningModule):
             if known is not None and known.any():
                 logs["train/pseudo_acc"] = (out.pseudo_labels[known] == truth[known]).float().mean()
         self._check_finite(loss, logs)
+        logs = self._global_means(logs)
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=len(batch["lb"]["y"]))
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=len(batch["lb"]["y"]))
         return loss
+
+    def _global_means(self, logs: dict) -> dict:
+        """Under DDP, every logged value as its mean over ranks (one collective per step), so that the
+        logs describe the global batch, as in a single-process run, not rank 0's share of it."""
+        if self.trainer.world_size == 1:
+            return logs
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in logs.values()])
+        values = self.trainer.strategy.reduce(values, reduce_op="mean")
+        return dict(zip(logs, values.unbind()))
 
     def _check_finite(self, loss: Tensor, logs: dict) -> None:
         current = {k.split("/")[-1]: float(v) for k, v in logs.items() if k.endswith("loss")}
@@ -150,7 +164,7 @@ class SSLAlgorithm(L.LightningModule):
 
     # --- evaluation ---------------------------------------------------------------
     def _evaluate(self, batch: dict, metrics: MetricCollection) -> None:
-        metrics.update(self.eval_net(batch["x"]).float().softmax(-1), batch["y"])
+        metrics.update(self.eval_net(self._input(batch["x"])).float().softmax(-1), batch["y"])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics)

@@ -18,14 +18,20 @@ class MeanTeacher(SSLAlgorithm):
 
     unlabeled_views = ("weak", "weak2")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, student_view: str = "weak", **kwargs):
+        """`student_view="strong"` gives the student the strong view (the teacher keeps a weak one): on tiny
+        images two weak views barely differ, and the consistency target then carries little signal."""
         super().__init__(*args, **kwargs)
         if self.ema is None:
             raise SSLTrainError("mean_teacher needs algorithm.ema_decay > 0: the EMA copy is the teacher")
+        if student_view not in ("weak", "strong"):
+            raise SSLTrainError(f"algorithm.student_view={student_view!r}: expected 'weak' or 'strong'")
+        self.unlabeled_views = ("weak", "weak2") if student_view == "weak" else ("strong", "weak")
 
     def losses(self, batch: dict) -> StepLosses:
-        logits_lb, logits_student = self.forward_views(batch["lb"]["x"], batch["ulb"]["weak"])
+        student_view, teacher_view = self.unlabeled_views
+        logits_lb, logits_student = self.forward_views(batch["lb"]["x"], batch["ulb"][student_view])
         with torch.no_grad():
-            logits_teacher = self.ema(batch["ulb"]["weak2"])
+            logits_teacher = self.ema(batch["ulb"][teacher_view])
         return StepLosses(sup=F.cross_entropy(logits_lb, batch["lb"]["y"]),
                           unsup=softmax_mse(logits_student, logits_teacher))

@@ -265,21 +265,24 @@ def _rand(n: int, generator: torch.Generator, device: torch.device) -> Tensor:
     return torch.rand(n, generator=generator, device=device)
 
 
-def _random_shift(x: Tensor, pad_h: int, pad_w: int, generator: torch.Generator) -> Tensor:
-    """Reflect-pad, then crop each sample at its own integer offset (exact, via gather)."""
+PADDINGS = {"reflect": "reflect", "zeros": "constant"}
+
+
+def _random_shift(x: Tensor, pad_h: int, pad_w: int, generator: torch.Generator, padding: str = "reflect") -> Tensor:
+    """Pad (reflect or zeros), then crop each sample at its own integer offset (exact, via gather)."""
     n, c, h, w = x.shape
     dev = x.device
     dy = torch.randint(0, 2 * pad_h + 1, (n,), generator=generator, device=dev)
     dx = torch.randint(0, 2 * pad_w + 1, (n,), generator=generator, device=dev)
-    padded = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="reflect")
+    padded = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode=PADDINGS[padding])
     rows = (torch.arange(h, device=dev).view(1, h) + dy.view(n, 1)).view(n, 1, h, 1)
     out = padded.gather(2, rows.expand(n, c, h, w + 2 * pad_w))
     cols = (torch.arange(w, device=dev).view(1, w) + dx.view(n, 1)).view(n, 1, 1, w)
     return out.gather(3, cols.expand(n, c, h, w))
 
 
-def _cutout(x: Tensor, max_frac: float, generator: torch.Generator) -> Tensor:
-    """Gray (0.5) square of side ``round(v * min(H, W))``, v ~ U(0, max_frac), clipped at borders."""
+def _cutout(x: Tensor, max_frac: float, generator: torch.Generator, fill: float = 0.5) -> Tensor:
+    """A `fill`-valued square of side ``round(v * min(H, W))``, v ~ U(0, max_frac), clipped at borders."""
     n, _, h, w = x.shape
     dev = x.device
     side = torch.round(_rand(n, generator, dev) * max_frac * min(h, w)).long()
@@ -291,7 +294,7 @@ def _cutout(x: Tensor, max_frac: float, generator: torch.Generator) -> Tensor:
     in_y = (ys >= y0.view(n, 1)) & (ys < (y0 + side).view(n, 1))
     in_x = (xs >= x0.view(n, 1)) & (xs < (x0 + side).view(n, 1))
     box = (in_y.view(n, 1, h, 1) & in_x.view(n, 1, 1, w))
-    return torch.where(box, torch.full_like(x, 0.5), x)
+    return torch.where(box, torch.full_like(x, fill), x)
 
 
 class WeakAugment(nn.Module):
@@ -301,18 +304,22 @@ class WeakAugment(nn.Module):
     by integers drawn uniformly from ``[-round(translate*H), round(translate*H)]``
     (same for W) out of a reflect-padded copy, i.e. TF ``pad(REFLECT)`` +
     ``random_crop`` as in the FixMatch reference. No interpolation: every output
-    pixel is an input pixel.
+    pixel is an input pixel. ``padding="zeros"`` fills with black instead, for
+    images drawn on a blank background (digits), where reflection draws strokes.
     """
 
-    def __init__(self, flip: bool = True, translate: float = 0.125):
+    def __init__(self, flip: bool = True, translate: float = 0.125, padding: str = "reflect"):
         super().__init__()
         if not 0.0 <= translate <= 0.5:
             raise ValueError(f"translate must be in [0, 0.5], got {translate}")
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {sorted(PADDINGS)}, got {padding!r}")
         self.flip = flip
         self.translate = translate
+        self.padding = padding
 
     def extra_repr(self) -> str:
-        return f"flip={self.flip}, translate={self.translate}"
+        return f"flip={self.flip}, translate={self.translate}, padding={self.padding}"
 
     def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
         _check_input(x)
@@ -322,7 +329,7 @@ class WeakAugment(nn.Module):
             x = torch.where(flipped.view(n, 1, 1, 1), x.flip(-1), x)
         pad_h, pad_w = round(self.translate * h), round(self.translate * w)
         if pad_h or pad_w:
-            x = _random_shift(x, pad_h, pad_w, generator)
+            x = _random_shift(x, pad_h, pad_w, generator, self.padding)
         return x.clamp(0.0, 1.0)
 
 
@@ -334,8 +341,9 @@ class StrongAugment(nn.Module):
     with its own magnitude ``m ~ U(0, 1)`` and, for :data:`SIGNED_OPS`, a random
     sign. Every op runs once per round on just the samples that picked it.
     Geometric ops fill uncovered pixels with zeros (black, like PIL). Finally a
-    0.5-gray Cutout square of side ``round(v * min(H, W))``, ``v ~ U(0, cutout)``,
-    is pasted at a uniformly random centre (clipped at the border).
+    Cutout square of value ``cutout_fill`` (0.5 gray as in FixMatch) and side
+    ``round(v * min(H, W))``, ``v ~ U(0, cutout)``, is pasted at a uniformly random
+    centre (clipped at the border).
     """
 
     def __init__(
@@ -345,6 +353,8 @@ class StrongAugment(nn.Module):
         num_ops: int = 2,
         cutout: float = 0.5,
         ops: list[str] | None = None,
+        padding: str = "reflect",
+        cutout_fill: float = 0.5,
     ):
         super().__init__()
         if num_ops < 0:
@@ -357,13 +367,16 @@ class StrongAugment(nn.Module):
             raise ValueError(f"unknown augmentation op(s) {unknown}; valid ops are {sorted(OPS)}")
         if not names:
             raise ValueError("ops must name at least one op")
-        self.weak = WeakAugment(flip=flip, translate=translate)
+        if not 0.0 <= cutout_fill <= 1.0:
+            raise ValueError(f"cutout_fill must be in [0, 1], got {cutout_fill}")
+        self.weak = WeakAugment(flip=flip, translate=translate, padding=padding)
         self.num_ops = num_ops
         self.cutout = cutout
+        self.cutout_fill = cutout_fill
         self.ops = names
 
     def extra_repr(self) -> str:
-        return f"num_ops={self.num_ops}, cutout={self.cutout}, ops={self.ops}"
+        return f"num_ops={self.num_ops}, cutout={self.cutout}, cutout_fill={self.cutout_fill}, ops={self.ops}"
 
     def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
         x = self.weak(x, generator)  # validates input, returns a fresh tensor
@@ -381,5 +394,5 @@ class StrongAugment(nn.Module):
                 m = magnitude[idx] * sign[idx] if name in SIGNED_OPS else magnitude[idx]
                 x.index_copy_(0, idx, OPS[name](x[idx], m).to(x.dtype))
         if self.cutout > 0:
-            x = _cutout(x, self.cutout, generator)
+            x = _cutout(x, self.cutout, generator, self.cutout_fill)
         return x.clamp(0.0, 1.0)

@@ -4,7 +4,11 @@ A `Distillation` is an ordinary algorithm of the framework (one LightningModule
 file, the base owns optimizer, schedule, EMA, metrics and logging), so a
 distilled student trains, checkpoints, resumes and exports exactly like any
 `ssl-train` run. The teacher is a run checkpoint, frozen and always in eval
-mode; it sees the same augmented views as the student.
+mode; it sees the same augmented views as the student. With `view="strong"` the
+unlabeled images are strongly augmented ("function matching", Beyer et al.,
+2022: teacher and student on the same aggressive view), which shows the
+student much more of the teacher's function than the few weak views of a
+small pool do.
 
 Per step, with `distillation_loss` (ssl_train.losses) = α·T²·KL(teacher_T ‖ student_T) + (1−α)·CE:
     sup   = distillation_loss on the labeled batch, with the labels
@@ -33,14 +37,19 @@ class Distillation(SSLAlgorithm):
         teacher_ckpt: an `ssl-train` checkpoint; its evaluated network (EMA when the run used it) is the teacher.
         temperature: T, softens both distributions; the loss carries T² so gradients keep their scale.
         alpha: α, the weight of the KL term against the labeled cross-entropy.
+        view: the unlabeled view both networks see, "weak" or "strong".
     """
 
     unlabeled_views = ("weak",)
 
-    def __init__(self, *args, teacher_ckpt: str, temperature: float = 4.0, alpha: float = 0.9, **kwargs):
+    def __init__(self, *args, teacher_ckpt: str, temperature: float = 4.0, alpha: float = 0.9, view: str = "weak",
+                 **kwargs):
         super().__init__(*args, **kwargs)
         if temperature <= 0 or not 0.0 <= alpha <= 1.0:
             raise SSLTrainError(f"distillation needs temperature > 0 and alpha in [0, 1], got {temperature}, {alpha}")
+        if view not in ("weak", "strong"):
+            raise SSLTrainError(f"algorithm.view={view!r}: expected 'weak' or 'strong'")
+        self.unlabeled_views = (view,)
         teacher = load_run(teacher_ckpt, option="teacher_ckpt")
         if len(teacher.classes) != self.hparams.num_classes:
             raise SSLTrainError(f"teacher {teacher_ckpt} has {len(teacher.classes)} classes, the data "
@@ -59,7 +68,7 @@ class Distillation(SSLAlgorithm):
         self.teacher.to(self.device)
 
     def losses(self, batch: dict) -> StepLosses:
-        x_lb, y, x_ulb = batch["lb"]["x"], batch["lb"]["y"], batch["ulb"]["weak"]
+        x_lb, y, x_ulb = batch["lb"]["x"], batch["lb"]["y"], batch["ulb"][self.unlabeled_views[0]]
         student_lb, student_ulb = self.forward_views(x_lb, x_ulb)
         with torch.no_grad():
             teacher_lb, teacher_ulb = self.teacher(torch.cat([x_lb, x_ulb])).split([len(x_lb), len(x_ulb)])

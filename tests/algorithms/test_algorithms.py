@@ -39,6 +39,19 @@ def test_mean_teacher_consistency_is_nonzero_and_trains_only_the_student():
     assert all(p.grad is None for p in model.ema.parameters())
 
 
+def test_mean_teacher_strong_student_view_feeds_the_teacher_the_weak_view():
+    model = build(MeanTeacher, student_view="strong")
+    assert model.unlabeled_views == ("strong", "weak")
+    b, seen = batch(), {}
+    model.ema.register_forward_pre_hook(lambda m, args: seen.setdefault("teacher", args[0]))
+    model.net.register_forward_pre_hook(lambda m, args: seen.setdefault("student", args[0]))
+    model.losses(b)
+    assert torch.equal(seen["teacher"], b["ulb"]["weak"])
+    assert torch.equal(seen["student"][len(b["lb"]["x"]):], b["ulb"]["strong"])
+    with pytest.raises(SSLTrainError, match="student_view='noisy'"):
+        build(MeanTeacher, student_view="noisy")
+
+
 def test_mean_teacher_requires_an_ema_teacher():
     with pytest.raises(SSLTrainError, match="ema_decay"):
         build(MeanTeacher, ema_decay=0.0, eval_ema=False)
@@ -62,6 +75,21 @@ def test_fixmatch_uses_one_concatenated_forward():
     out = model.losses(batch(n=4, mu=2))
     assert calls == [4 + 8 + 8]
     assert out.mask.shape == (8,) and out.mask.sum() == 8  # threshold 0: every sample is used
+
+
+def test_fixmatch_distribution_alignment_tracks_the_prediction_marginal():
+    model = build(FixMatch, threshold=0.0, distribution_alignment=True, alignment_momentum=0.5)
+    assert "prediction_marginal" in model.state_dict()  # checkpointed, so a resumed run aligns alike
+    b = batch()
+    model.eval()  # batch norm on running statistics: a sample's output does not depend on its batch
+    with torch.no_grad():
+        weak = model.net(b["ulb"]["weak"]).softmax(-1)
+    model.losses(b)
+    expected = 0.5 * torch.full((3,), 1 / 3) + 0.5 * weak.mean(0)
+    torch.testing.assert_close(model.prediction_marginal, expected)
+    plain = build(FixMatch, threshold=0.0, distribution_alignment=False)
+    plain.losses(b)
+    torch.testing.assert_close(plain.prediction_marginal, torch.full((3,), 1 / 3))  # untouched when off
 
 
 def test_non_finite_loss_names_the_step_and_last_losses():

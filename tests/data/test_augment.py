@@ -70,23 +70,29 @@ def test_per_sample_independence(aug):
     assert distinct >= (n * 3) // 4
 
 
-def _reflect_crops(x, pad):
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+def _padded_crops(x, pad, mode):
+    padded = F.pad(x, (pad, pad, pad, pad), mode=mode)
     h, w = x.shape[-2:]
     return {(dy, dx): padded[..., dy:dy + h, dx:dx + w] for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)}
 
 
-def test_weak_translate_is_exact_reflect_shift():
+@pytest.mark.parametrize("padding, mode", [("reflect", "reflect"), ("zeros", "constant")])
+def test_weak_translate_is_exact_padded_shift(padding, mode):
     n = 200
     x = rand_images(1, 1, 8, 8).expand(n, -1, -1, -1)
-    y = WeakAugment(flip=False, translate=0.125)(x, gen(5))  # round(0.125 * 8) = 1 px
-    crops = _reflect_crops(x[:1], 1)
+    y = WeakAugment(flip=False, translate=0.125, padding=padding)(x, gen(5))  # round(0.125 * 8) = 1 px
+    crops = _padded_crops(x[:1], 1, mode)
     seen = set()
     for i in range(n):
         matches = [k for k, c in crops.items() if torch.equal(y[i:i + 1], c)]
-        assert matches, f"sample {i} is not an exact reflect-padded shift"
+        assert matches, f"sample {i} is not an exact {padding}-padded shift"
         seen.update(matches)
     assert seen == set(crops)  # all 9 shifts occur
+
+
+def test_unknown_padding_raises():
+    with pytest.raises(ValueError, match="padding must be one of"):
+        WeakAugment(padding="wrap")
 
 
 def test_flip_off_never_flips_and_on_flips_about_half():
@@ -125,6 +131,12 @@ def test_cutout_is_gray_square_of_bounded_size():
     assert len(sides) > n // 2
     assert max(sides) <= round(0.5 * size)
     assert max(sides) >= round(0.5 * size) - 2  # close to the maximum is reached
+
+
+def test_cutout_fill_value():
+    x = torch.full((64, 1, 8, 8), 0.2)
+    y = StrongAugment(flip=False, translate=0.0, ops=["identity"], cutout=0.5, cutout_fill=0.0)(x, gen(1))
+    assert bool(((y == 0.2) | (y == 0.0)).all()) and bool((y == 0.0).any())
 
 
 def test_unknown_op_raises_with_names():

@@ -25,16 +25,18 @@ def hand_kl(student: torch.Tensor, teacher: torch.Tensor, T: float) -> torch.Ten
     return (p_teacher * (torch.log(p_teacher) - log_student)).sum(-1).mean()
 
 
-def test_distillation_step_is_the_hinton_loss_by_hand(digits_ckpt, compose_cfg):
+@pytest.mark.parametrize("view", ["weak", "strong"])
+def test_distillation_step_is_the_hinton_loss_by_hand(digits_ckpt, compose_cfg, view):
     cfg = compose_cfg("distill", [f"teacher_ckpt={digits_ckpt}", "algorithm.temperature=3.0",
-                                     "algorithm.alpha=0.7"])
+                                     "algorithm.alpha=0.7", f"algorithm.view={view}"])
     student = Classifier(SmallCNN((1, 8, 8), 10, widths=(4, 4, 4)), [0.3], [0.4])
     module = instantiate(cfg.algorithm, net=student, num_classes=10, optimizer=instantiate(cfg.optimizer))
     gen = torch.Generator().manual_seed(0)
     x_lb, x_ulb = torch.rand(3, 1, 8, 8, generator=gen), torch.rand(5, 1, 8, 8, generator=gen)
     y = torch.tensor([0, 4, 9])
 
-    out = module.losses({"lb": {"x": x_lb, "y": y}, "ulb": {"weak": x_ulb}})
+    assert module.unlabeled_views == (view,)
+    out = module.losses({"lb": {"x": x_lb, "y": y}, "ulb": {view: x_ulb}})
 
     with torch.no_grad():
         zs = student(torch.cat([x_lb, x_ulb]))  # one forward over both, as the step does (batch norm in train mode)
