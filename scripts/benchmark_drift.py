@@ -17,8 +17,9 @@ Each window goes through `Monitor.check`, the decision `ssl-monitor` makes; its 
 the labels the monitor does not see. Targets (issue 5): false alarms ≤ 5%; detection ≥ 95% for each
 shift; estimated accuracy within 3 points of the true accuracy (mean absolute error over the draws) on
 the shifted scenarios where the model is calibrated (ECE of its temperature-scaled probabilities over
-all windows of the scenario ≤ 5 points; the others are reported, not judged); a 200-sample window judged
-in ≤ 2 s on CPU (median). Output: docs/results/drift.md and drift.json.
+all windows of the scenario ≤ 3 points, the tolerance itself: |mean confidence − accuracy| ≤ ECE, so only
+a model calibrated to that precision can promise the estimate; the others are reported, not judged); a
+200-sample window judged in ≤ 2 s on CPU (median). Output: docs/results/drift.md and drift.json.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from ssl_train.train import CONFIG_DIR, train
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUN = ROOT / "runs" / "benchmark_drift" / "fixmatch_digits_40"
 SCENARIOS = ("same distribution", "rotation 20°", "noise σ=0.15", "3 classes")
-CALIBRATED_ECE = 0.05  # a scenario's pooled ECE at most this: "the model is calibrated" there
+CALIBRATED_ECE = 0.03  # a scenario's pooled ECE at most this (the accuracy tolerance): "the model is calibrated"
 TARGETS = {"false_alarms": 0.05, "detection": 0.95, "accuracy_error": 0.03, "seconds": 2.0}
 
 
@@ -240,7 +241,7 @@ def main() -> None:
     profile, reference, _ = resolve_reference(run_dir)
     if profile.source.get("split") != "val":
         raise SystemExit(f"{reference}: profile built on {profile.source.get('split')!r}, the benchmark needs 'val'")
-    run = load_run(metrics["test/checkpoint"])
+    run = load_run(metrics["test/checkpoint"])  # the tested model, the one behind the reference profile
     datamodule = run.datamodule()
     test = datamodule.test[np.arange(len(datamodule.test))]
     x, y = test["x"].float() * datamodule.source.scale, test["y"]

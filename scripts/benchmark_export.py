@@ -61,7 +61,7 @@ def compose_config(name: str, overrides: list[str]):
 
 
 def trained(run_dir: Path, overrides: list[str], fresh: bool) -> Path:
-    """The best checkpoint of a (reused) ssl-train run.
+    """The final checkpoint (last.ckpt: the weights behind the run's test/* metrics) of a (reused) ssl-train run.
 
     Training runs on one thread: it changes no result, and on a small shared machine oversubscribed
     threads make it several times slower. Latency is measured afterwards at the machine's thread count.
@@ -69,7 +69,7 @@ def trained(run_dir: Path, overrides: list[str], fresh: bool) -> Path:
     if fresh or not (run_dir / "metrics.json").is_file():
         with threads(1):
             train(compose_config("config", [*overrides, *QUIET, f"paths.output_dir={run_dir}"]))
-    return Path(json.loads((run_dir / "metrics.json").read_text())["test/checkpoint"])
+    return run_dir / "checkpoints" / "last.ckpt"
 
 
 def run_setup(name: str, runs: Path, fresh: bool, latency_threads: int) -> dict:

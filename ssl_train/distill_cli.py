@@ -33,7 +33,7 @@ def distill(cfg: DictConfig) -> dict:
     metrics = train(cfg)
     best = Path(str(metrics.get("test/checkpoint", "")))
     if not best.is_file():
-        raise SSLTrainError("distillation finished without a best checkpoint to test and export "
+        raise SSLTrainError("distillation finished without a checkpoint to test and export "
                             "(keep callbacks.model_checkpoint)")
     student = load_run(best)
     datamodule = student.datamodule()

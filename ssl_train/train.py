@@ -71,6 +71,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {"train/time_s": time.perf_counter() - start, "train/steps": trainer.global_step}
+    # last.ckpt holds the final state whatever the step count (the callback saves it every val interval).
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
     if cfg.get("test"):
         metrics |= test(cfg, trainer, model, datamodule)
@@ -86,14 +88,15 @@ def test(cfg: DictConfig, trainer: L.Trainer, model: SSLAlgorithm, datamodule: S
     if choice not in ("last", "best"):
         raise SSLTrainError(f"test_checkpoint={choice!r}: expected 'last' or 'best'")
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
-    # The final weights are still in memory, so they are tested before a checkpoint replaces them.
+    last = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    # The final weights (= last.ckpt) are still in memory: tested before a checkpoint replaces them.
     checkpoints = {"last": None} | ({"best": best} if best else {})
     metrics = {}
     for name, path in checkpoints.items():
         prefix = "test" if name == choice else "test_alt"
         results = trainer.test(model, datamodule=datamodule, ckpt_path=path, verbose=False)[0]
         metrics |= {k.replace("test/", f"{prefix}/", 1): float(v) for k, v in results.items()}
-        metrics[f"{prefix}/checkpoint"] = path or "final weights"
+        metrics[f"{prefix}/checkpoint"] = path or last
     if "test/acc" not in metrics:  # no best checkpoint (no validation): the final weights are both
         metrics |= {k.replace("test_alt/", "test/", 1): v for k, v in metrics.items()}
     return metrics

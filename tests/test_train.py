@@ -42,7 +42,7 @@ def test_every_algorithm_trains_and_writes_a_complete_run(make_cfg, algorithm, t
 def test_test_metrics_name_the_chosen_checkpoint_and_report_the_other(make_cfg, tmp_path, choice):
     metrics = train(make_cfg(f"test_checkpoint={choice}"))
     best = str(next((tmp_path / "checkpoints").glob("best-*.ckpt")))
-    expected = {"last": "final weights", "best": best}
+    expected = {"last": str(tmp_path / "checkpoints" / "last.ckpt"), "best": best}
     assert metrics["test/checkpoint"] == expected[choice]
     assert metrics["test_alt/checkpoint"] == expected["best" if choice == "last" else "last"]
     assert 0.0 <= metrics["test_alt/acc"] <= 1.0

@@ -26,18 +26,21 @@ log = logging.getLogger(__name__)
 
 
 class SaveReferenceProfile(L.Callback):
-    """At the end of `fit`: the profile of the best checkpoint (the model the run tests and exports) on the
-    validation split → RUN_DIR/reference_profile.pt and .json. Falls back to the final weights when no
-    checkpoint tracks a metric. A failure is logged, never allowed to fail a finished training run."""
+    """At the end of `fit`: the profile of the model the run tests (`checkpoint`: "last", the final weights,
+    or "best", the best-validation checkpoint) on the validation split → RUN_DIR/reference_profile.pt and
+    .json. "best" falls back to the final weights when no checkpoint tracks a metric. A failure is logged,
+    never allowed to fail a finished training run."""
 
-    def __init__(self, output_dir: str, **options):
+    def __init__(self, output_dir: str, checkpoint: str = "last", **options):
         self.output_dir = Path(output_dir)
+        self.checkpoint = checkpoint
         self.options = ProfileOptions(**options)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.datamodule is None:
             return
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor and c.best_model_path), "")
+        best = best if self.checkpoint == "best" else ""
         try:
             if best:
                 profile = profile_checkpoint(best, self.options, datamodule=trainer.datamodule, device=pl_module.device)
@@ -46,7 +49,7 @@ class SaveReferenceProfile(L.Callback):
                 network = copy.deepcopy(pl_module.eval_net).eval()
                 profile = profile_run(network, trainer.datamodule, extras["config"], extras["classes"],
                                       extras["input_shape"], extras["mean"], extras["std"],
-                                      {"checkpoint": None, "weights": "final (no best checkpoint)",
+                                      {"checkpoint": None, "weights": "final",
                                        "global_step": trainer.global_step}, self.options)
             path = save_profile(profile, self.output_dir)
             log.info("reference profile → %s", path)
