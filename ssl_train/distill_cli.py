@@ -1,6 +1,6 @@
 """`ssl-distill`: train a smaller student from a trained teacher, then export it like `ssl-export`.
 
-    ssl-distill teacher_ckpt=runs/train/<run>/checkpoints/best-step<N>.ckpt
+    ssl-distill teacher_ckpt=runs/train/<run>/checkpoints/last.ckpt
     ssl-distill teacher_ckpt=... model=mlp model.hidden=[64] algorithm.temperature=2
 
 The run directory holds what `ssl-train` writes (config.yaml, checkpoints, csv logs,

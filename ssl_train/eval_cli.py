@@ -1,6 +1,6 @@
 """`ssl-eval`: evaluate a checkpoint or an exported model; eval.json and report.html in the run directory.
 
-    ssl-eval ckpt_path=runs/train/<run>/checkpoints/best-step<N>.ckpt
+    ssl-eval ckpt_path=runs/train/<run>/checkpoints/last.ckpt
     ssl-eval ckpt_path=exports/digits/model.ts data=digits
 """
 

@@ -1,6 +1,6 @@
 """`ssl-export`: a run checkpoint to verified deployable artifacts, a metadata.json and a model card.
 
-    ssl-export ckpt_path=runs/train/<run>/checkpoints/best-step<N>.ckpt
+    ssl-export ckpt_path=runs/train/<run>/checkpoints/last.ckpt
     ssl-export ckpt_path=... export.int8=false export.onnx=true hydra.run.dir=exports/digits
 """
 

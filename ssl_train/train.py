@@ -1,4 +1,4 @@
-"""`ssl-train`: compose the config, train, evaluate the best checkpoint, write metrics.json.
+"""`ssl-train`: compose the config, train, test (final weights and best checkpoint), write metrics.json.
 
     ssl-train                                   # FixMatch, digits, 40 labels
     ssl-train algorithm=mean_teacher data.num_labels=20 seed=3
