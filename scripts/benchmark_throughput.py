@@ -24,7 +24,6 @@ least 2x the model step rate; framework overhead at most 1.05 (CPU and GPU).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -86,6 +85,10 @@ class StepTimer(L.Callback):
         self.stamps.append(time.perf_counter())
 
 
+def to_device(batch: dict, device: torch.device) -> dict:
+    return apply_to_collection(batch, torch.Tensor, lambda t: t.to(device, non_blocking=True))
+
+
 def median_interval(stamps: list[float], warmup: int) -> float:
     intervals = [b - a for a, b in zip(stamps[warmup - 1:], stamps[warmup:])]
     return statistics.median(intervals)
@@ -105,9 +108,7 @@ def data_pipeline_step(overrides: list[str], warmup: int, steps: int, device: to
     datamodule, model, _ = build(compose_config(overrides))
     stamps, loader = [], iter(datamodule.train_dataloader())
     for _ in range(warmup + steps):
-        batch = apply_to_collection(next(loader), torch.Tensor,
-                                                       lambda t: t.to(device, non_blocking=True))
-        datamodule.on_after_batch_transfer(batch, 0)
+        datamodule.on_after_batch_transfer(to_device(next(loader), device), 0)
         sync(device)
         stamps.append(time.perf_counter())
     return median_interval(stamps, warmup)
@@ -115,8 +116,7 @@ def data_pipeline_step(overrides: list[str], warmup: int, steps: int, device: to
 
 def fixed_batch(datamodule, device: torch.device) -> dict:
     raw = datamodule.train_dataloader().dataset[0]
-    raw = apply_to_collection(raw, torch.Tensor, lambda t: t.to(device))
-    batch = datamodule.on_after_batch_transfer(raw, 0)
+    batch = datamodule.on_after_batch_transfer(to_device(raw, device), 0)
     batch.pop("ulb_truth", None)
     return batch
 
@@ -158,9 +158,7 @@ def hand_written_step(overrides: list[str], warmup: int, steps: int, device: tor
     loader = iter(datamodule.train_dataloader())
     stamps = []
     for _ in range(total):
-        raw = apply_to_collection(next(loader), torch.Tensor,
-                                                     lambda t: t.to(device, non_blocking=True))
-        batch = datamodule.on_after_batch_transfer(raw, 0)
+        batch = datamodule.on_after_batch_transfer(to_device(next(loader), device), 0)
         views = [batch["lb"]["x"], batch["ulb"]["weak"], batch["ulb"]["strong"]]
         logits_lb, logits_weak, logits_strong = net(torch.cat(views)).split([len(v) for v in views])
         unsup, mask, _ = losses.fixmatch_loss(logits_weak.detach().float().softmax(-1), logits_strong, 0.95)

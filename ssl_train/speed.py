@@ -12,8 +12,8 @@ import torch
 from ssl_train.algorithms.base import SSLAlgorithm
 
 
-def apply(model: SSLAlgorithm, channels_last: bool = False, compile: bool = False, compile_mode: str | None = None,
-          ) -> SSLAlgorithm:
+def apply(model: SSLAlgorithm, channels_last: bool = False, compile: bool = False,
+          compile_mode: str | None = None) -> SSLAlgorithm:
     """Put `model`'s networks in NHWC memory format and/or compile the trained network in place.
 
     `nn.Module.compile` (not `torch.compile(module)`) keeps the parameter names,

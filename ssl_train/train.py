@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ssl_train import speed
 from ssl_train.algorithms.base import SSLAlgorithm
 from ssl_train.data.datamodule import SSLDataModule
-from ssl_train.errors import SSLTrainError
+from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.io import write_json_atomic, write_text_atomic
 from ssl_train.models.classifier import Classifier
 
@@ -116,7 +116,7 @@ def run_cli(task, cfg: DictConfig):
     try:
         return task(cfg)
     except (SSLTrainError, OmegaConfBaseException, FileNotFoundError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = first_line(exc)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
 

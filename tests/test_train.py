@@ -10,7 +10,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from omegaconf import open_dict
 
 from ssl_train.train import CONFIG_DIR, build, train
 

@@ -28,7 +28,7 @@ from ssl_train.audit.report import render_audit_report
 from ssl_train.audit.scan import SPLITS, Scan, descriptors, scan
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.data.datasets import IMAGE_EXTENSIONS, FileImages
-from ssl_train.errors import SSLTrainError
+from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def _datamodule(data: dict) -> tuple[SSLDataModule, str]:
     try:
         datamodule: SSLDataModule = instantiate(data)
     except HydraException as exc:
-        raise SSLTrainError(f"cannot build the {name} data module ({str(exc).splitlines()[0]})") from None
+        raise SSLTrainError(f"cannot build the {name} data module ({first_line(exc)})") from None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="skipping unreadable image file")
         datamodule.setup()

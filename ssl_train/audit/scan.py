@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.data.datasets import FileImages
+from ssl_train.errors import first_line
 from ssl_train.evaluation.samples import locate, sample_id
 
 SPLITS = ("labeled", "unlabeled", "val", "test")
@@ -129,7 +130,7 @@ def _scan_batch(result: Scan, thumb_file, split: int, part: str, source, indices
                 native, resized = decode(source.paths[i], source.channels, source.size)
             except Exception as exc:  # PIL raises many types for corrupt files
                 result.unreadable.append({"path": str(source.paths[i]), "split": SPLITS[split],
-                                          "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+                                          "error": first_line(exc)})
                 continue
             images.append(resized)
             hashes.append(content_hash(native))

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.data.datasets import FileImages
-from ssl_train.errors import SSLTrainError
+from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.evaluation import calibration, metrics, plots, privacy, report, robustness, slices, ssl_signals
 from ssl_train.evaluation.model import EvalModel, load_model, output_classes
 from ssl_train.evaluation.samples import locate, sample_ids
@@ -185,7 +185,7 @@ def _datamodule(model: EvalModel, data: DictConfig | dict | None) -> tuple[SSLDa
         try:
             datamodule = instantiate(config)
         except HydraException as exc:
-            raise SSLTrainError(f"cannot build the data module ({str(exc).splitlines()[0]})") from None
+            raise SSLTrainError(f"cannot build the data module ({first_line(exc)})") from None
         datamodule.setup()
     name = str(config.get("dataset", {}).get("_target_", "?")).rsplit(".", 1)[-1]
     return datamodule, name, config.get("seed")

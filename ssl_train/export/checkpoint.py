@@ -21,7 +21,7 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 
 from ssl_train.data.datamodule import SSLDataModule
-from ssl_train.errors import SSLTrainError
+from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.export.artifact import sha256_file
 from ssl_train.models.classifier import Classifier
 
@@ -48,7 +48,7 @@ class LoadedRun:
         try:
             datamodule: SSLDataModule = instantiate(self.config["data"])
         except HydraException as exc:
-            raise SSLTrainError(f"{self.path}: cannot rebuild its data module ({_first_line(exc)})") from None
+            raise SSLTrainError(f"{self.path}: cannot rebuild its data module ({first_line(exc)})") from None
         datamodule.setup()
         return datamodule
 
@@ -64,7 +64,7 @@ def load_run(path: str | Path, option: str = "ckpt_path") -> LoadedRun:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling, zip and EOF errors all mean "not a checkpoint"
-        raise SSLTrainError(f"{path} is not a checkpoint: torch.load failed ({_first_line(exc)})") from None
+        raise SSLTrainError(f"{path} is not a checkpoint: torch.load failed ({first_line(exc)})") from None
     extras = checkpoint.get("ssl_train") if isinstance(checkpoint, dict) else None
     if not isinstance(extras, dict) or "state_dict" not in checkpoint:
         raise SSLTrainError(f"{path} is not an ssl-train checkpoint (no 'ssl_train' entry with the run config)")
@@ -98,16 +98,12 @@ def build_network(model: dict, classes: list[str], input_shape: tuple[int, int, 
     try:
         backbone = instantiate(model, input_shape=tuple(input_shape), num_classes=len(classes))
     except (HydraException, ValueError, TypeError) as exc:
-        raise SSLTrainError(f"{source}: cannot build its model {target} ({_first_line(exc)})") from None
+        raise SSLTrainError(f"{source}: cannot build its model {target} ({first_line(exc)})") from None
     network = Classifier(backbone, mean, std)
     try:
         network.load_state_dict(state)
     except RuntimeError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), _first_line(exc))
+        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), first_line(exc))
         raise SSLTrainError(f"{source}: its weights do not fit the configured model {target} ({detail[:300]})") from None
     return network.eval()
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ssl_train.data.datasets import IMAGE_EXTENSIONS, read_image
-from ssl_train.errors import SSLTrainError
+from ssl_train.errors import SSLTrainError, first_line
 
 ARRAY_SUFFIXES = (".npy", ".pt", ".pth")
 _NAMED = 5  # how many offending files an error names before "and N more"
@@ -97,7 +97,7 @@ class Inputs:
                 return np.load(path, mmap_mode="r", allow_pickle=False)
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:  # corrupt, truncated, pickled objects
-            raise SSLTrainError(f"input={path} is not a readable {path.suffix} array ({_first_line(exc)})") from None
+            raise SSLTrainError(f"input={path} is not a readable {path.suffix} array ({first_line(exc)})") from None
         if isinstance(data, np.ndarray):
             return data
         if not isinstance(data, Tensor):
@@ -168,7 +168,3 @@ def _names(items: list) -> str:
     shown = ", ".join(str(i) for i in items[:_NAMED])
     return shown + (f" and {len(items) - _NAMED} more" if len(items) > _NAMED else "")
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ssl_train.errors import SSLTrainError
+from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.export.checkpoint import build_network, load_run
 from ssl_train.io import write_json_atomic
 from ssl_train.models.classifier import Classifier
@@ -296,7 +296,7 @@ def load_profile(path: str | Path) -> ReferenceProfile:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling, zip and EOF errors all mean "not a profile"
-        raise SSLTrainError(f"{path} is not a reference profile: torch.load failed ({_first_line(exc)})") from None
+        raise SSLTrainError(f"{path} is not a reference profile: torch.load failed ({first_line(exc)})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SSLTrainError(f"{path} is not a reference profile (written by ssl-train or ssl-export)")
     if data.get("version") != VERSION:
@@ -304,7 +304,7 @@ def load_profile(path: str | Path) -> ReferenceProfile:
     try:
         return ReferenceProfile.from_dict(data)
     except TypeError as exc:
-        raise SSLTrainError(f"{path}: malformed reference profile ({_first_line(exc)})") from None
+        raise SSLTrainError(f"{path}: malformed reference profile ({first_line(exc)})") from None
 
 
 def resolve_reference(path: str | Path, options: ProfileOptions | None = None) -> tuple[ReferenceProfile, str, bool]:
@@ -329,7 +329,7 @@ def resolve_reference(path: str | Path, options: ProfileOptions | None = None) -
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise SSLTrainError(f"reference={path} is neither a reference profile nor a checkpoint: torch.load failed "
-                            f"({_first_line(exc)})") from None
+                            f"({first_line(exc)})") from None
     if isinstance(data, dict) and data.get("format") == FORMAT:
         return load_profile(path), str(path), False
     if isinstance(data, dict) and "ssl_train" in data:
@@ -352,7 +352,3 @@ def _checkpoint_in(directory: Path) -> Path | None:
         return ckpt if ckpt.is_file() else None
     return None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
