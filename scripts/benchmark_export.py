@@ -1,13 +1,12 @@
 """Export benchmark: fp32 vs int8 accuracy, file size and CPU latency, and a distilled student, against the targets.
 
-    python scripts/benchmark_export.py                  # digits (default CNN, 2x wider CNN), WRN-28-2 on synthetic
+    python scripts/benchmark_export.py                  # digits (default CNN), WRN-28-2 on synthetic
     python scripts/benchmark_export.py --setups digits  # one setup
     python scripts/benchmark_export.py --fresh          # retrain instead of reusing finished runs
 
 Each setup is a normal `ssl-train` run (reused when its metrics.json exists),
 exported with `export_checkpoint` as `ssl-export` does; on digits a student is
-also distilled with the default `ssl-distill` config, from the default CNN and
-from one twice as wide (4x the parameters). Targets (issue 3): int8 within 1
+also distilled with the default `ssl-distill` config. Targets (issue 3): int8 within 1
 point of fp32 accuracy; int8 file at most 1/3.5 of the fp32 file; int8 at least
 2x faster than fp32 eager at batch 64 on CPU; a student with at most 1/4 of the
 teacher's parameters within 1.5 points of the teacher on digits.
@@ -41,9 +40,6 @@ QUIET = ["trainer.enable_progress_bar=false"]
 SETUPS = {
     "digits": {"train": [], "distill": True,
                "title": "digits, FixMatch, default config (40 labels, 2000 steps)"},
-    # The previous default CNN (widths 32/64/128): 4x the teacher's parameters, hence 4x the student budget.
-    "digits_cnn32": {"train": ["model.widths=[32,64,128]"], "distill": True,
-                     "title": "digits, FixMatch, default config with the CNN at twice the width"},
     "synthetic_wrn28_2": {"train": ["data=synthetic", "model=wrn28_2", "algorithm=supervised", "data.num_labels=1000",
                                     "data.batch_size=8", "trainer.max_steps=4000", "trainer.val_check_interval=1000",
                                     "algorithm.ema_decay=0.99"], "distill": False,

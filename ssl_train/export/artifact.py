@@ -2,7 +2,7 @@
 
 Every exporter saves to a temporary file in the destination directory, loads
 that file back and checks it, and only then renames it into place
-(`os.replace` is atomic within a directory). A failure at any point leaves no
+(`os.replace` is atomic within a file system). A failure at any point leaves no
 file under the final name, and no temporary file either.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,16 +24,18 @@ def write_verified(path: str | Path, save: Callable[[Path], None], verify: Calla
     """save(tmp) then verify(tmp) (raising on failure), then rename tmp to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name, created by `save` itself so the file gets the user's umask (mkstemp would make it 0600);
-    # the suffix is kept because torch.export.save and onnx look at the extension.
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp{path.suffix}"
+    # The file is saved under its final name inside a fresh hidden directory beside it: TorchScript and
+    # torch.export name the archive's records after the file, so the artifact's bytes do not depend on a
+    # temporary name; the file is created by `save` itself, so it gets the user's umask.
+    staging = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    staging.mkdir()
+    tmp = staging / path.name
     try:
         save(tmp)
         verify(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,14 @@ def test_export_writes_every_artifact_metadata_and_card(exported, digits_ckpt):
     card = (out / "MODEL_CARD.md").read_text()
     assert meta["source_checkpoint"]["sha256"] in card and "raw pixel value / 16" in card
     assert all(name in card for name in ARTIFACTS)
+
+
+@pytest.mark.parametrize("name", ["model.ts", "model_int8.ts", "model.pt2"])
+def test_archive_records_are_named_after_the_artifact_not_a_temporary_file(exported, name):
+    out, _ = exported
+    with zipfile.ZipFile(out / name) as archive:
+        roots = {record.split("/")[0] for record in archive.namelist()}
+    assert roots == {Path(name).stem}
 
 
 def test_fp32_artifacts_match_the_eager_model(exported, digits_ckpt):

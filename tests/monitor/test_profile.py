@@ -31,7 +31,7 @@ def test_training_saves_the_profile_of_the_tested_model(run_dir):
         profile.accuracy * len(val))
     assert profile.predicted_counts.tolist() == torch.bincount(logits.argmax(1), minlength=10).tolist()
     assert profile.channel_mean == pytest.approx([float(x.mean())], rel=1e-5)
-    assert profile.feature_dim == 64 and profile.embeddings.shape == (len(val), 16)
+    assert profile.feature_dim == run.network.backbone.feature_dim and profile.embeddings.shape == (len(val), 16)
     assert profile.pca_fit_on == "other split" and 0.05 < profile.temperature < 20
     assert int(profile.psi_counts.sum()) == len(val) and int(profile.histogram_counts.sum()) == len(val)
     with torch.inference_mode():  # the network inside the profile is the checkpoint's
