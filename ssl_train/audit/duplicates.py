@@ -66,11 +66,14 @@ def near_candidates(descriptors: np.ndarray, rows: np.ndarray, neighbours: int =
     base = torch.from_numpy(descriptors[rows].astype(np.float32))
     k = min(neighbours, n - 1)
     found = []
+    # One similarity buffer for all blocks: a fresh 16 MiB matrix per query would raise glibc's mmap
+    # threshold and fragment the heap, growing the process by gigabytes at 100k images.
+    buffer = torch.empty(chunk, n)
     for start in range(0, n, chunk):
         block = np.arange(start, min(start + chunk, n))
         queries = shifted(rows[block]) if shifted is not None else [base[block]]
         for query in queries:
-            sims = query @ base.T
+            sims = torch.matmul(query, base.T, out=buffer[:len(block)])
             sims[torch.arange(len(block)), torch.from_numpy(block)] = -2.0  # not its own neighbour
             values, cols = sims.topk(k, dim=1)
             keep = values >= min_cosine
