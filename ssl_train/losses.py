@@ -23,15 +23,26 @@ def confident_labels(probs: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
     return labels, (confidence >= threshold).float()
 
 
-def align_distribution(probs: Tensor, model_marginal: Tensor, target_marginal: Tensor) -> Tensor:
-    """Distribution alignment (ReMixMatch, Berthelot et al., 2020): probs · target/model marginal, renormalized.
+def aligned_probs(probs: Tensor, log_weights: Tensor) -> Tensor:
+    """Class probabilities reweighted per class by e^log_weights and renormalized."""
+    return (probs.float().clamp_min(1e-12).log() + log_weights).softmax(dim=-1)
 
-    A class the model over-predicts on unlabeled data (a cluster of another class
-    absorbed early) has its pseudo-label confidence scaled down, an under-predicted
-    one scaled up, so that confirmation errors cannot keep growing unchecked.
+
+def balance_log_weights(probs: Tensor, target_marginal: Tensor, log_weights: Tensor, iterations: int) -> Tensor:
+    """Per-class log-weights that move the mean of `aligned_probs(probs, ·)` towards `target_marginal`.
+
+    Each iteration is one step of Sinkhorn's matrix scaling (the row step is the
+    renormalization inside `aligned_probs`): w += log target − log aligned mean.
+    From zero, one iteration is ReMixMatch's alignment, probs · target / mean(probs);
+    warm-started and repeated, the aligned mean converges to the target exactly,
+    which one step does not do when the predictions are confident. Centered,
+    since a common shift of all weights changes nothing.
     """
-    aligned = probs * (target_marginal / model_marginal.clamp_min(1e-6))
-    return aligned / aligned.sum(dim=-1, keepdim=True)
+    log_target = target_marginal.float().log()
+    for _ in range(iterations):
+        aligned_mean = aligned_probs(probs, log_weights).mean(dim=0)
+        log_weights = log_weights + log_target - aligned_mean.clamp_min(1e-12).log()
+    return log_weights - log_weights.mean()
 
 
 def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:

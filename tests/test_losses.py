@@ -31,18 +31,26 @@ def test_confidence_threshold_is_inclusive():
     assert losses.confident_pseudo_labels(logits, 0.95)[1].item() == pytest.approx(1.0)
 
 
-def test_distribution_alignment_hand_value():
-    probs = torch.tensor([[0.6, 0.4], [0.9, 0.1]])
-    model_marginal = torch.tensor([0.75, 0.25])  # the model over-predicts class 0
-    aligned = losses.align_distribution(probs, model_marginal, torch.tensor([0.5, 0.5]))
+def test_one_alignment_iteration_from_zero_is_remixmatch_ratio():
+    probs = torch.tensor([[0.6, 0.4], [0.9, 0.1]])  # mean (0.75, 0.25): the model over-predicts class 0
+    log_weights = losses.balance_log_weights(probs, torch.tensor([0.5, 0.5]), torch.zeros(2), iterations=1)
     # row 0: (0.6/0.75, 0.4/0.25) = (0.8, 1.6) -> (1/3, 2/3); row 1: (1.2, 0.4) -> (0.75, 0.25)
-    torch.testing.assert_close(aligned, torch.tensor([[1 / 3, 2 / 3], [0.75, 0.25]]))
+    torch.testing.assert_close(losses.aligned_probs(probs, log_weights), torch.tensor([[1 / 3, 2 / 3], [0.75, 0.25]]))
+    assert log_weights.sum().abs() < 1e-6  # centered
 
 
-def test_distribution_alignment_is_identity_when_marginals_agree():
-    probs = torch.softmax(torch.randn(5, 4, generator=torch.Generator().manual_seed(0)), -1)
-    marginal = torch.tensor([0.1, 0.2, 0.3, 0.4])
-    torch.testing.assert_close(losses.align_distribution(probs, marginal, marginal), probs)
+def test_alignment_iterations_reach_the_target_marginal_where_one_step_does_not():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(6 * torch.randn(500, 4, generator=g) + torch.tensor([3.0, 0, 0, 0]), -1)  # confident, skewed
+    target = torch.full((4,), 0.25)
+    marginal = lambda w: losses.aligned_probs(probs, w).mean(0)  # noqa: E731
+    one = losses.balance_log_weights(probs, target, torch.zeros(4), iterations=1)
+    assert (marginal(one) - target).abs().max() > 0.05
+    warm = one
+    for _ in range(199):  # warm-started one step at a time, as training does
+        warm = losses.balance_log_weights(probs, target, warm, iterations=1)
+    torch.testing.assert_close(marginal(warm), target, atol=1e-3, rtol=0)
+    torch.testing.assert_close(losses.balance_log_weights(probs, target, torch.zeros(4), 200), warm)
 
 
 def test_softmax_mse_hand_value_and_detached_target():

@@ -5,6 +5,7 @@ from functools import partial
 import pytest
 import torch
 
+from ssl_train import losses
 from ssl_train.algorithms.base import SSLAlgorithm
 from ssl_train.algorithms.fixmatch import FixMatch
 from ssl_train.algorithms.mean_teacher import MeanTeacher
@@ -77,19 +78,31 @@ def test_fixmatch_uses_one_concatenated_forward():
     assert out.mask.shape == (8,) and out.mask.sum() == 8  # threshold 0: every sample is used
 
 
-def test_fixmatch_distribution_alignment_tracks_the_prediction_marginal():
-    model = build(FixMatch, threshold=0.0, distribution_alignment=True, alignment_momentum=0.5)
-    assert "prediction_marginal" in model.state_dict()  # checkpointed, so a resumed run aligns alike
-    b = batch()
+def test_fixmatch_distribution_alignment_balances_the_remembered_predictions():
+    model = build(FixMatch, threshold=0.0, distribution_alignment=True, alignment_window=12)
+    assert {"alignment.window", "alignment.log_weights"} <= model.state_dict().keys()  # resumed runs align alike
+    b = batch()  # 8 unlabeled samples per step
     model.eval()  # batch norm on running statistics: a sample's output does not depend on its batch
     with torch.no_grad():
         weak = model.net(b["ulb"]["weak"]).softmax(-1)
     model.losses(b)
-    expected = 0.5 * torch.full((3,), 1 / 3) + 0.5 * weak.mean(0)
-    torch.testing.assert_close(model.prediction_marginal, expected)
-    plain = build(FixMatch, threshold=0.0, distribution_alignment=False)
-    plain.losses(b)
-    torch.testing.assert_close(plain.prediction_marginal, torch.full((3,), 1 / 3))  # untouched when off
+    torch.testing.assert_close(model.alignment.window[:8], weak)
+    first = model.alignment.log_weights.clone()
+    expected = losses.balance_log_weights(weak, torch.full((3,), 1 / 3), torch.zeros(3), 1)
+    torch.testing.assert_close(first, expected)
+    model.losses(b)  # the window wraps: 12 slots hold the last 12 predictions
+    assert int(model.alignment.seen) == 16
+    torch.testing.assert_close(model.alignment.window[:4], weak[4:])
+    for _ in range(200):
+        model.losses(b)
+    aligned = losses.aligned_probs(model.alignment.window, model.alignment.log_weights)
+    torch.testing.assert_close(aligned.mean(0), torch.full((3,), 1 / 3), atol=1e-3, rtol=0)
+    assert build(FixMatch, distribution_alignment=False).alignment is None
+
+
+def test_fixmatch_alignment_rejects_an_empty_window():
+    with pytest.raises(SSLTrainError, match="alignment_window=0"):
+        build(FixMatch, distribution_alignment=True, alignment_window=0)
 
 
 def test_non_finite_loss_names_the_step_and_last_losses():
