@@ -74,10 +74,17 @@ def test_builtin_datasets_train(make_cfg, dataset, extra, tmp_path):
     assert (tmp_path / "metrics.json").is_file()
 
 
-def test_image_folder_trains(make_cfg, image_root, tmp_path):
-    train(make_cfg("data=image_folder", f"data.dataset.root={image_root}", "data.dataset.image_size=[16,16]",
-                   "data.val_size=2", "data.test_size=2"))
+def test_image_folder_trains_and_aligns_to_its_labeled_class_frequencies(make_cfg, image_root, tmp_path):
+    for i, png in enumerate(sorted((image_root / "labeled" / "dog").glob("*.png"))):
+        (image_root / "labeled" / "dog" / f"extra{i}.png").write_bytes(png.read_bytes())  # 6 cats, 12 dogs
+    cfg = make_cfg("data=image_folder", f"data.dataset.root={image_root}", "data.dataset.image_size=[16,16]",
+                   "data.val_size=2", "data.test_size=2")
+    train(cfg)
     assert (tmp_path / "metrics.json").is_file()
+    datamodule, _, _ = build(cfg)
+    prior = datamodule.labeled_class_prior()
+    assert prior[1] > 1.5 * prior[0]
+    torch.testing.assert_close(weights(tmp_path / "checkpoints" / "last.ckpt")["alignment.target"], prior)
 
 
 def test_same_seed_same_numbers_on_cpu(make_cfg, tmp_path):

@@ -1,4 +1,4 @@
-"""Distribution alignment: pseudo-label probabilities reweighted per class towards a uniform class marginal."""
+"""Distribution alignment: pseudo-label probabilities reweighted per class towards a target class marginal."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ssl_train.losses import aligned_probs, balance_log_weights
 
 
 class DistributionAlignment(nn.Module):
-    """Per-class weights that make the recent unlabeled predictions balanced, applied to each new batch.
+    """Per-class weights that give the recent unlabeled predictions the target class marginal, applied to each batch.
 
     ReMixMatch divides each prediction by the mean of recent predictions, afresh at
     every step. That damps an over-predicted class but cannot undo a confident
@@ -20,11 +20,12 @@ class DistributionAlignment(nn.Module):
     confidence ~0.97, and a ×1.3 reweighting leaves it there, so the network
     trains on it for good. Here the weights persist from step to step and take
     `iterations` Sinkhorn steps on the last `window` predictions, so the aligned
-    class marginal converges to uniform and the least certain members of an
+    class marginal converges to the target and the least certain members of an
     over-predicted class move to the class that lacks them.
 
-    Assumes the unlabeled classes are balanced (as the labeled draw is); turn it
-    off for data known to be imbalanced. Under DDP every rank adds the whole
+    The target is uniform until `set_target` gives the labeled set's class
+    frequencies (as ReMixMatch does; FixMatch does so when training starts): the
+    unlabeled data is assumed to follow them. Under DDP every rank adds the whole
     global batch, so all ranks hold the same weights. The window and weights are
     buffers: they are checkpointed, and a resumed run aligns exactly as before.
     """
@@ -38,13 +39,18 @@ class DistributionAlignment(nn.Module):
         self.register_buffer("window", torch.zeros(window, num_classes))
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))
         self.register_buffer("log_weights", torch.zeros(num_classes))
+        self.register_buffer("target", torch.full((num_classes,), 1.0 / num_classes))
+
+    def set_target(self, class_prior: Tensor) -> None:
+        """The class marginal to align to (a class never labeled keeps a tiny share, not zero)."""
+        prior = torch.as_tensor(class_prior, dtype=torch.float64).clamp_min(1e-6)
+        self.target.copy_(prior / prior.sum())
 
     def forward(self, probs: Tensor) -> Tensor:
         """Add `probs` (N × classes) to the window, update the weights, return `probs` aligned."""
         self._remember(_all_ranks(probs.detach().float()))
         recent = self.window[: min(int(self.seen), len(self.window))]
-        uniform = torch.full_like(self.log_weights, 1.0 / len(self.log_weights))
-        self.log_weights.copy_(balance_log_weights(recent, uniform, self.log_weights, self.iterations))
+        self.log_weights.copy_(balance_log_weights(recent, self.target, self.log_weights, self.iterations))
         return aligned_probs(probs, self.log_weights)
 
     def _remember(self, probs: Tensor) -> None:

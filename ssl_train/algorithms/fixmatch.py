@@ -11,9 +11,9 @@ class FixMatch(SSLAlgorithm):
     """Cross-entropy on the strong view against the weak view's argmax where its confidence ≥ `threshold` (τ).
 
     `distribution_alignment` (off in the paper) reweights the weak view's
-    probabilities per class before thresholding, so that the pseudo-labels of the
-    last `alignment_window` unlabeled predictions are balanced across classes
-    (see `DistributionAlignment`); `alignment_iterations` are its Sinkhorn steps per training step.
+    probabilities per class before thresholding, so that the last `alignment_window`
+    unlabeled predictions follow the labeled set's class frequencies (see
+    `DistributionAlignment`); `alignment_iterations` are its Sinkhorn steps per training step.
     """
 
     unlabeled_views = ("weak", "strong")
@@ -24,6 +24,11 @@ class FixMatch(SSLAlgorithm):
         self.threshold = threshold
         self.alignment = (DistributionAlignment(self.hparams.num_classes, alignment_window, alignment_iterations)
                           if distribution_alignment else None)
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.alignment is not None and hasattr(datamodule, "labeled_class_prior"):
+            self.alignment.set_target(datamodule.labeled_class_prior())
 
     def losses(self, batch: dict) -> StepLosses:
         logits_lb, logits_weak, logits_strong = self.forward_views(

@@ -147,6 +147,11 @@ class SSLDataModule(L.LightningDataModule):
     def input_shape(self) -> tuple[int, int, int]:
         return self.source.train.shape
 
+    def labeled_class_prior(self) -> Tensor:
+        """Class frequencies of the labeled set: what the unlabeled data is assumed to follow (distribution alignment)."""
+        counts = np.bincount(self.labeled.labels, minlength=self.num_classes)
+        return torch.as_tensor(counts / counts.sum(), dtype=torch.float32)
+
     def channel_stats(self, max_samples: int = 2000) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of the training pool in [0, 1] units, from a fixed sample."""
         pool = self.unlabeled if len(self.unlabeled) else self.labeled

@@ -97,6 +97,15 @@ def test_image_folder_reads_labeled_unlabeled_and_carves_val_test(image_root):
     assert batch["ulb"]["strong"].shape == (24, 3, 16, 16)
 
 
+def test_labeled_class_prior_is_the_labeled_class_frequencies(image_root):
+    torch.testing.assert_close(datamodule(num_labels=20).labeled_class_prior(), torch.full((10,), 0.1))
+    for png in list((image_root / "labeled" / "cat").glob("*.png"))[:4]:
+        png.unlink()  # 2 cats, 6 dogs
+    dm = datamodule(lambda: image_folder(str(image_root), image_size=(16, 16)), num_labels=None, val_size=0,
+                    test_size=0)
+    torch.testing.assert_close(dm.labeled_class_prior(), torch.tensor([0.25, 0.75]))
+
+
 def test_image_folder_bad_inputs(image_root, tmp_path):
     with pytest.raises(SSLTrainError, match="has no 'labeled' subfolder"):
         image_folder(str(tmp_path / "missing"))
