@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -115,9 +116,13 @@ def run_cli(task, cfg: DictConfig):
     """Run an entry point's task; user errors become one line on stderr and exit status 1."""
     try:
         return task(cfg)
+    except InstantiationException as exc:  # a `_target_` refused its config values: say why, not where
+        if not isinstance(exc.__cause__, SSLTrainError):
+            raise
+        print(f"error: {first_line(exc.__cause__)}", file=sys.stderr)
+        sys.exit(1)
     except (SSLTrainError, OmegaConfBaseException, FileNotFoundError) as exc:
-        message = first_line(exc)
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -149,6 +149,7 @@ def test_multirun_sweeps_two_jobs(tmp_path):
     ("data=image_folder data.dataset.root=nowhere", "error: image folder"),
     ("optimizer.lr=1e30", "error: non-finite loss at step"),
     ("test_checkpoint=middle", "error: test_checkpoint='middle': expected 'last' or 'best'"),
+    ("algorithm.alignment_window=0", "error: algorithm.alignment_window=0, algorithm.alignment_iterations=1: both"),
 ])
 def test_bad_input_is_one_clear_line_and_no_complete_run(tmp_path, override, message):
     result = run_cli(*FAST_CLI, *override.split(), f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
