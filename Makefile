@@ -1,13 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make train   installs what is missing, then trains FixMatch on the built-in digits
-#   make test    installs what is missing, then runs the test suite
+#   make test    installs what is missing, then runs `ruff check .` and the test suite
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install train test test-full benchmark-digits clean
+.PHONY: install train lint test test-full test-packaging benchmark-digits clean
 
 # Reinstall only when the dependencies change (or the venv is missing).
 $(STAMP): pyproject.toml
@@ -20,11 +20,18 @@ install: $(STAMP)
 train: $(STAMP)
 	$(BIN)/ssl-train $(ARGS)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-full: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Builds the wheel, installs it into a fresh venv outside the checkout and runs every command from there.
+test-packaging: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests/test_packaging.py
 
 benchmark-digits: $(STAMP)
 	$(BIN)/python scripts/benchmark_digits.py $(ARGS)

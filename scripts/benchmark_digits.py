@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from sklearn.semi_supervised import LabelSpreading
 
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.data.datasets import digits
 from ssl_train.io import write_json_atomic, write_text_atomic
-from ssl_train.train import CONFIG_DIR, train
+from ssl_train.run.config import compose
+from ssl_train.run.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ["supervised", "pi_model", "mean_teacher", "pseudo_label", "fixmatch"]
@@ -40,9 +40,8 @@ def run_method(method: str, labels: int, seed: int, out: Path, fresh: bool, extr
         return json.loads((run_dir / "metrics.json").read_text())
     if report_only:
         return None
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"algorithm={method}", f"data.num_labels={labels}", f"seed={seed}",
-                                           f"paths.output_dir={run_dir}", "trainer.enable_progress_bar=false", *extra])
+    cfg = compose("config", [f"algorithm={method}", f"data.num_labels={labels}", f"seed={seed}",
+                             f"paths.output_dir={run_dir}", "trainer.enable_progress_bar=false", *extra])
     return train(cfg)
 
 
@@ -70,7 +69,8 @@ def summarize(results: dict) -> list[dict]:
                      "alt_mean": statistics.mean(r.get("test_alt/acc", float("nan")) for r in runs),
                      "f1_mean": statistics.mean(r.get("test/f1_macro", float("nan")) for r in runs),
                      "ece_mean": statistics.mean(r.get("test/ece", float("nan")) for r in runs),
-                     "time_median": statistics.median(r["train/time_s"] for r in runs), "seeds": [r["seed"] for r in runs]})
+                     "time_median": statistics.median(r["train/time_s"] for r in runs),
+                     "seeds": [r["seed"] for r in runs]})
     return rows
 
 
@@ -95,7 +95,8 @@ def write_report(rows: list[dict], command: str, out: Path, note: str = "") -> N
     lines = ["# Digits benchmark", "",
              f"Command: `{command}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-             f"torch {torch.__version__}, {'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}.",
+             f"torch {torch.__version__}, "
+             f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}.",
              "Data: scikit-learn 8x8 digits, 25% stratified test split (450 images), 10% validation, "
              "labels drawn per class from the rest; every method of a seed sees the same split. "
              "Test accuracy is measured on the final EMA weights (`test_checkpoint=last`, as FixMatch reports); "

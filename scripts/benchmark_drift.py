@@ -37,16 +37,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from ssl_train.export.checkpoint import load_run
 from ssl_train.export.measure import cpu_name, threads
 from ssl_train.io import write_json_atomic, write_text_atomic
 from ssl_train.monitor import statistics as S
 from ssl_train.monitor.detector import TESTS, Monitor, MonitorOptions
-from ssl_train.monitor.profile import resolve_reference
-from ssl_train.train import CONFIG_DIR, train
+from ssl_train.run.checkpoint import load_run
+from ssl_train.run.config import compose
+from ssl_train.run.profile import resolve_reference
+from ssl_train.run.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUN = ROOT / "runs" / "benchmark_drift" / "fixmatch_digits_40"
@@ -58,10 +57,7 @@ TARGETS = {"false_alarms": 0.05, "detection": 0.95, "accuracy_error": 0.03, "sec
 def trained_run(run_dir: Path, fresh: bool) -> Path:
     """A finished digits run: `ssl-train` defaults (FixMatch, 40 labels), trained on one thread when missing."""
     if fresh or not (run_dir / "metrics.json").is_file():
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=["trainer.enable_progress_bar=false", f"paths.output_dir={run_dir}"])
-        GlobalHydra.instance().clear()
+        cfg = compose("config", ["trainer.enable_progress_bar=false", f"paths.output_dir={run_dir}"])
         with threads(1):
             train(cfg)
     return run_dir

@@ -21,16 +21,15 @@ import os
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
-from ssl_train.distill_cli import distill
 from ssl_train.export.card import arguments, artifact_table
+from ssl_train.export.distill import distill
 from ssl_train.export.measure import threads
 from ssl_train.export.pipeline import export_checkpoint
 from ssl_train.io import write_json_atomic, write_text_atomic
-from ssl_train.train import CONFIG_DIR, train
+from ssl_train.run.config import compose
+from ssl_train.run.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = ["trainer.enable_progress_bar=false"]
@@ -49,11 +48,7 @@ SETUPS = {
 
 
 def compose_config(name: str, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(name, overrides=overrides)
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose(name, overrides)
 
 
 def trained(run_dir: Path, overrides: list[str], fresh: bool) -> Path:

@@ -31,13 +31,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from ssl_train import losses
 from ssl_train.io import write_json_atomic, write_text_atomic
-from ssl_train.train import CONFIG_DIR, build
+from ssl_train.run.config import compose
+from ssl_train.run.training import build
 
 ROOT = Path(__file__).resolve().parent.parent
 ROWS = {  # option rows: overrides on top of the base configuration
@@ -62,11 +61,7 @@ def base_overrides(args) -> list[str]:
 
 
 def compose_config(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, "paths.output_dir=runs/benchmark_throughput"])
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose("config", [*overrides, "paths.output_dir=runs/benchmark_throughput"])
 
 
 def sync(device: torch.device) -> None:
@@ -195,7 +190,8 @@ def write_report(results: dict, out: Path) -> None:
     data, step = results["data_pipeline_s"], results["model_step_s"]
     hand, frame = results["hand_written_s"], results["rows"]["fp32"]
     lines += [
-        f"| data pipeline alone (loader + weak/strong views) | {data * 1e3:.1f} | {1 / data:.2f} | {images / data:.0f} |",
+        f"| data pipeline alone (loader + weak/strong views) | {data * 1e3:.1f} | {1 / data:.2f} "
+        f"| {images / data:.0f} |",
         f"| model step alone (fixed batch) | {step * 1e3:.1f} | {1 / step:.2f} | {images / step:.0f} |",
         f"| hand-written PyTorch loop (fp32) | {hand * 1e3:.1f} | {1 / hand:.2f} | {images / hand:.0f} |",
         "", "## Ratios", "",

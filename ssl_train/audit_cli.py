@@ -11,8 +11,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ssl_train.audit.pipeline import audit, check_leakage, summary_table
-from ssl_train.eval_cli import data_config
-from ssl_train.train import CONFIG_DIR, run_cli
+from ssl_train.cli import run_cli
+from ssl_train.run.config import CONFIG_PATH
+from ssl_train.run.data import data_config
 
 
 def _task(cfg: DictConfig) -> dict:
@@ -24,7 +25,7 @@ def _task(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="audit")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="audit")
 def main(cfg: DictConfig) -> None:
     run_cli(_task, cfg)
 

@@ -8,35 +8,23 @@ from __future__ import annotations
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ssl_train.errors import SSLTrainError
+from ssl_train.cli import run_cli
 from ssl_train.evaluation.pipeline import evaluate, summary_table
-from ssl_train.train import CONFIG_DIR, run_cli
-
-
-def data_config(cfg: DictConfig) -> dict | None:
-    """The chosen data config (resolved), `data.root` moved to `data.dataset.root`; None when no data was chosen."""
-    data = cfg.get("data")
-    if data is None or "_target_" not in data:
-        return None
-    data = OmegaConf.to_container(data, resolve=True)
-    root = data.pop("root", None)
-    if root is not None:
-        if "root" not in data.get("dataset", {}):
-            name = str(data.get("dataset", {}).get("_target_", "?")).rsplit(".", 1)[-1]
-            raise SSLTrainError(f"data.root={root}: the {name} dataset reads no folder (data=image_folder does)")
-        data["dataset"]["root"] = root
-    return data
+from ssl_train.run.config import CONFIG_PATH
+from ssl_train.run.data import data_config
+from ssl_train.run.safety import Trust
 
 
 def _task(cfg: DictConfig) -> dict:
-    result = evaluate(cfg.ckpt_path, cfg.paths.output_dir, instantiate(cfg.eval), data_config(cfg))
+    result = evaluate(cfg.ckpt_path, cfg.paths.output_dir, instantiate(cfg.eval), data_config(cfg),
+                      Trust.from_config(cfg))
     print(summary_table(result, cfg.paths.output_dir))
     return result
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def main(cfg: DictConfig) -> None:
     run_cli(_task, cfg)
 

@@ -15,50 +15,19 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
-from ssl_train.io import write_json_atomic
-from ssl_train.monitor.detector import Monitor, MonitorOptions
-from ssl_train.monitor.inputs import Inputs
-from ssl_train.monitor.plot import plot_series, plot_window
-from ssl_train.monitor.profile import ProfileOptions, resolve_reference, save_profile
+from ssl_train.cli import run_cli
+from ssl_train.monitor.pipeline import monitor
 from ssl_train.monitor.report import series_table, verdict
-from ssl_train.train import CONFIG_DIR, run_cli
+from ssl_train.run.config import CONFIG_PATH
+from ssl_train.run.safety import Trust
 
 DRIFT_EXIT_CODE = 3  # 1 is an error; a pipeline tells the two apart
 
 
-def monitor(cfg: DictConfig) -> dict:
-    """Judge `cfg.input` against `cfg.reference`; writes drift.png then drift.json into the run directory."""
-    options: MonitorOptions = instantiate(cfg.monitor)
-    paths = cfg.input
-    paths = [str(p) for p in paths] if isinstance(paths, (list, ListConfig)) else str(paths)
-    profile, reference, built = resolve_reference(cfg.reference, ProfileOptions(seed=cfg.seed))
-    resize = profile.resize_images if options.resize is None else bool(options.resize)
-    inputs = Inputs(paths, profile.input_shape, resize=resize)
-    report, plot = Monitor(profile, options, source=reference).run(inputs)
-    report = {"format_version": report.pop("format_version"),
-              "reference": {"path": reference, "built_now": built, **_reference_brief(profile)},
-              "input": {"sources": inputs.describe(), "samples": inputs.total, "resize": resize}, **report}
-
-    out = Path(cfg.paths.output_dir)
-    if built:  # keep the profile that was computed, so the next call can use it directly
-        save_profile(profile, out)
-    plot_file = out / "drift.png"
-    if "windows" in report:
-        plot_series(report, plot_file)
-    else:
-        plot_window(report, plot, profile, plot_file)
-    report["plot"] = plot_file.name
-    write_json_atomic(out / "drift.json", report)  # last: a directory without it holds no finished result
-    return report
-
-
-def _reference_brief(profile) -> dict:
-    return {"source": profile.source, "samples": profile.samples, "validation_accuracy": profile.accuracy,
-            "temperature": profile.temperature, "classes": profile.classes, "input_shape": list(profile.input_shape)}
-
-
 def _task(cfg: DictConfig) -> None:
-    report = monitor(cfg)
+    inputs = list(cfg.input) if isinstance(cfg.input, ListConfig) else cfg.input
+    report = monitor(cfg.reference, inputs, cfg.paths.output_dir, instantiate(cfg.monitor), cfg.seed,
+                     Trust.from_config(cfg))
     if "windows" in report:
         print(series_table(report["windows"]))
         summary = report["windows_summary"]
@@ -71,7 +40,7 @@ def _task(cfg: DictConfig) -> None:
         sys.exit(DRIFT_EXIT_CODE)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="monitor")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="monitor")
 def main(cfg: DictConfig) -> None:
     run_cli(_task, cfg)
 

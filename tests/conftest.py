@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+import torch
 
 from ssl_train.export.measure import threads
-from ssl_train.train import CONFIG_DIR, train
+from ssl_train.run.checkpoint import load_run
+from ssl_train.run.config import compose
+from ssl_train.run.training import train
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
@@ -31,12 +32,9 @@ def make_cfg(tmp_path):
     """compose(*overrides) -> the real config, shrunk, writing into a temporary run directory."""
 
     def _make(*overrides: str, fast: bool = True):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose("config", overrides=[*(FAST if fast else []), f"paths.output_dir={tmp_path}", *overrides])
+        return compose("config", [*(FAST if fast else []), f"paths.output_dir={tmp_path}", *overrides])
 
-    yield _make
-    GlobalHydra.instance().clear()
+    return _make
 
 
 def write_image_folder(root, classes=("cat", "dog"), per_class=6, unlabeled=5, size=(10, 12)):
@@ -77,12 +75,7 @@ TRAINED = [
 
 def compose_config(name: str, overrides: list[str]):
     """The real config `name` (config, distill, export, monitor) with overrides, outside of any Hydra app."""
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose(name, overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
+    return compose(name, overrides)
 
 
 @pytest.fixture
@@ -163,3 +156,16 @@ def self_contained():
         return images
 
     return check
+
+
+@pytest.fixture(scope="session")
+def run_dir(digits_ckpt) -> Path:
+    return digits_ckpt.parent.parent
+
+
+@pytest.fixture(scope="session")
+def digits_test(digits_ckpt) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's test split as (pixels in [0, 1], labels): never seen by its reference profile (validation)."""
+    datamodule = load_run(digits_ckpt).datamodule()
+    batch = datamodule.test[np.arange(len(datamodule.test))]
+    return batch["x"].float() * datamodule.source.scale, batch["y"]

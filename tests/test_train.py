@@ -11,10 +11,11 @@ import lightning as L
 import pytest
 import torch
 
-from ssl_train.train import CONFIG_DIR, build, train
+from ssl_train.run.config import config_dir
+from ssl_train.run.training import build, train
 
-ALGORITHMS = sorted(p.stem for p in Path(CONFIG_DIR, "algorithm").glob("*.yaml"))
-DATASETS = sorted(p.stem for p in Path(CONFIG_DIR, "data").glob("*.yaml") if not p.stem.startswith("_"))
+ALGORITHMS = sorted(p.stem for p in (config_dir() / "algorithm").glob("*.yaml"))
+DATASETS = sorted(p.stem for p in (config_dir() / "data").glob("*.yaml") if not p.stem.startswith("_"))
 REQUIRED = {"test/acc", "test/f1_macro", "test/ece", "val/acc_best", "train/time_s"}
 
 
@@ -59,7 +60,7 @@ def test_every_data_config_composes(make_cfg, dataset):
     assert cfg.data._target_.endswith("SSLDataModule") and cfg.data.dataset._partial_
 
 
-@pytest.mark.parametrize("experiment", sorted(p.stem for p in Path(CONFIG_DIR, "experiment").glob("*.yaml")))
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml")))
 def test_every_experiment_composes(make_cfg, experiment):
     cfg = make_cfg(f"experiment={experiment}")
     assert cfg.trainer.max_steps > 0 and cfg.model._target_

@@ -6,6 +6,7 @@ and implements `losses(batch) -> StepLosses`. Everything else lives here once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,7 +50,8 @@ class SSLAlgorithm(L.LightningModule):
     Args:
         net: the classifier to train (pixels in [0, 1] → logits).
         num_classes: class count, for the metrics.
-        optimizer: a partial optimizer (Hydra `_partial_: true`), completed with the parameter groups.
+        optimizer: a partial optimizer (Hydra `_partial_: true`), completed with the parameter groups; None is
+            FixMatch's SGD (lr 0.03, Nesterov momentum 0.9), as conf/optimizer/sgd.yaml.
         weight_decay: applied to weights only, not to biases and normalization parameters.
         lr_schedule: "cosine" (FixMatch's cos(7πk/16K) over `trainer.max_steps`) or "constant".
         lambda_u: weight of the unlabeled loss once ramped up.
@@ -60,7 +62,7 @@ class SSLAlgorithm(L.LightningModule):
 
     unlabeled_views: tuple[str, ...] = ()
 
-    def __init__(self, net: nn.Module, num_classes: int, optimizer: Callable[..., torch.optim.Optimizer],
+    def __init__(self, net: nn.Module, num_classes: int, optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  weight_decay: float = 5e-4, lr_schedule: str = "cosine", lambda_u: float = 1.0,
                  rampup: str = "none", rampup_fraction: float = 0.0, ema_decay: float = 0.999,
                  eval_ema: bool = True):
@@ -71,8 +73,9 @@ class SSLAlgorithm(L.LightningModule):
             raise SSLTrainError(f"algorithm.rampup={rampup!r}: expected one of {sorted(L_.RAMPUPS)}")
         if eval_ema and not ema_decay:
             raise SSLTrainError("algorithm.eval_ema=true needs algorithm.ema_decay > 0")
-        self.save_hyperparameters(ignore=["net", "optimizer"])
-        self.net, self.optimizer_factory = net, optimizer
+        self.save_hyperparameters(ignore=["net", "optimizer", "teacher"])  # networks are weights, not hyperparameters
+        self.net = net
+        self.optimizer_factory = optimizer or functools.partial(torch.optim.SGD, lr=0.03, momentum=0.9, nesterov=True)
         self.ema = self._make_ema(net, ema_decay) if ema_decay else None
         self.val_metrics = eval_metrics(num_classes, "val/")
         self.test_metrics = eval_metrics(num_classes, "test/")
@@ -149,7 +152,8 @@ class SSLAlgorithm(L.LightningModule):
         current = {k.split("/")[-1]: float(v) for k, v in logs.items() if k.endswith("loss")}
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"non-finite loss at step {self.global_step}: {current}; last finite losses: {self._last_losses or 'none'}")
+                f"non-finite loss at step {self.global_step}: {current}; "
+                f"last finite losses: {self._last_losses or 'none'}")
         self._last_losses = current
 
     def optimizer_step(self, *args, **kwargs) -> None:
@@ -196,4 +200,18 @@ class SSLAlgorithm(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["ssl_train"] = self.checkpoint_extras
+        checkpoint["ssl_train"] = self.checkpoint_extras or self._describe_run()
+
+    def _describe_run(self) -> dict:
+        """What a checkpoint needs to rebuild its network and data when the module was built by hand (ssl-train
+        sets `checkpoint_extras` from the composed config): the configs the parts describe themselves with."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        model_config = getattr(self.net, "model_config", None)
+        if not hasattr(datamodule, "to_config") or model_config is None:
+            return {}  # not rebuildable: ssl-export and friends say so, naming the file
+        algorithm = {"_target_": f"{type(self).__module__}.{type(self).__qualname__}",
+                     **{k: v for k, v in self.hparams.items() if k != "num_classes"}}
+        return {"config": {"model": model_config, "data": datamodule.to_config(), "algorithm": algorithm,
+                           "seed": datamodule.seed},
+                "classes": list(datamodule.source.classes), "input_shape": list(datamodule.input_shape),
+                "mean": self.net.mean.flatten().tolist(), "std": self.net.std.flatten().tolist()}

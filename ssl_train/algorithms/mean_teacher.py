@@ -1,4 +1,5 @@
-"""Mean Teacher (Tarvainen & Valpola, 2017): an EMA teacher's prediction on one view targets the student's on another."""
+"""Mean Teacher (Tarvainen & Valpola, 2017): an EMA teacher's prediction on one view targets the student's on
+another."""
 
 import torch
 import torch.nn.functional as F

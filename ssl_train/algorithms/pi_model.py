@@ -12,5 +12,6 @@ class PiModel(SSLAlgorithm):
     unlabeled_views = ("weak", "weak2")
 
     def losses(self, batch: dict) -> StepLosses:
-        logits_lb, logits_a, logits_b = self.forward_views(batch["lb"]["x"], batch["ulb"]["weak"], batch["ulb"]["weak2"])
+        ulb = batch["ulb"]
+        logits_lb, logits_a, logits_b = self.forward_views(batch["lb"]["x"], ulb["weak"], ulb["weak2"])
         return StepLosses(sup=F.cross_entropy(logits_lb, batch["lb"]["y"]), unsup=softmax_mse(logits_a, logits_b))

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.errors import HydraException
-from hydra.utils import instantiate
 
 from ssl_train.audit import duplicates as dup
 from ssl_train.audit import labels as lab
@@ -28,8 +26,9 @@ from ssl_train.audit.report import render_audit_report
 from ssl_train.audit.scan import SPLITS, Scan, descriptors, scan
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.data.datasets import IMAGE_EXTENSIONS, FileImages
-from ssl_train.errors import SSLTrainError, first_line
+from ssl_train.errors import SSLTrainError
 from ssl_train.io import write_json_atomic, write_text_atomic
+from ssl_train.run.data import build_datamodule
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +174,7 @@ def _datamodule(data: dict) -> tuple[SSLDataModule, str]:
     name = str(data["dataset"].get("_target_", "?")).rsplit(".", 1)[-1]
     if "on_bad_image" in data["dataset"]:
         data["dataset"]["on_bad_image"] = "skip"
-    try:
-        datamodule: SSLDataModule = instantiate(data)
-    except HydraException as exc:
-        raise SSLTrainError(f"cannot build the {name} data module ({first_line(exc)})") from None
+    datamodule = build_datamodule(data, setup=None)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="skipping unreadable image file")
         datamodule.setup()

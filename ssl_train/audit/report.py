@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ssl_train.audit.scan import Scan
-from ssl_train.evaluation import plots
-from ssl_train.evaluation.report import box, figure, heading, page, paragraph, section, table
+from ssl_train.run import figures
+from ssl_train.run.html import box, figure, heading, page, paragraph, section, table
 
 SHOWN_PAIRS = 12
 SHOWN_ROWS = 200
@@ -50,7 +50,7 @@ def render_audit_report(result: dict, records: Scan, issue_rows: list[int]) -> s
     body.append(section(
         "Class balance",
         table(["class", *balance], rows + [("largest/smallest", *[ratio(balance[sp]["imbalance"]) for sp in balance])]),
-        figure(plots.bars(classes, [labeled["counts"][c] for c in classes], "Labeled images per class", "images"),
+        figure(figures.bars(classes, [labeled["counts"][c] for c in classes], "Labeled images per class", "images"),
                "labeled class counts") if labeled else ""))
 
     label = result.get("label_check")
@@ -104,11 +104,11 @@ def _pair_grid(pairs: list[dict], records: Scan) -> bytes:
     row_of = {i: r for r, i in enumerate(records.ids) if i in wanted}
     rows = [row_of[p[k]] for p in pairs for k in ("a", "b")]
     captions = [f"{p['kind']}: {p['split_' + k]}" for p in pairs for k in ("a", "b")]
-    return plots.image_grid(_display(records.load(np.array(rows))), captions, columns=8,
+    return figures.image_grid(_display(records.load(np.array(rows))), captions, columns=8,
                             title="Duplicate pairs, side by side (a, b)")
 
 
 def _issue_grid(rows: list[int], issues: list[dict], records: Scan) -> bytes:
     captions = [f"{i['given']} → {i['suggested']}?" for i in issues[:len(rows)]]
-    return plots.image_grid(_display(records.load(np.array(rows))), captions, columns=8,
+    return figures.image_grid(_display(records.load(np.array(rows))), captions, columns=8,
                             title="Most suspicious labels (given → suggested)")

@@ -28,8 +28,8 @@ from torch import Tensor
 
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.data.datasets import FileImages
+from ssl_train.data.samples import locate, sample_id
 from ssl_train.errors import first_line
-from ssl_train.evaluation.samples import locate, sample_id
 
 SPLITS = ("labeled", "unlabeled", "val", "test")
 THUMB = 32       # thumbnail side (at most): near-duplicate confirmation
@@ -58,7 +58,7 @@ class Scan:
     thumb_path: Path | None = None
     image_shape: tuple[int, int, int] = (0, 0, 0)
 
-    def finish(self) -> "Scan":
+    def finish(self) -> Scan:
         """Stack the per-batch arrays (once, after the last batch)."""
         self.split, self.label = np.asarray(self.split, np.int8), np.asarray(self.label, np.int64)
         self.part, self.index = np.asarray(self.part, np.int16), np.asarray(self.index, np.int64)

@@ -21,11 +21,14 @@ random), for all other ops it lies in ``[0, 1]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ssl_train.errors import SSLTrainError
 
 __all__ = ["OPS", "SIGNED_OPS", "StrongAugment", "WeakAugment"]
 
@@ -261,6 +264,29 @@ def _check_input(x: Tensor) -> None:
         raise ValueError(f"expected a float tensor of shape N x C x H x W, got {x.dtype} {tuple(x.shape)}")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_number(key: str, value, lo: float, hi: float, what: str = "") -> None:
+    """Refuse anything but a real number in [lo, hi] (NaN included), naming the config key."""
+    if not _is_number(value) or not lo <= value <= hi:
+        raise SSLTrainError(f"{key}={value!r}: expected a number in [{lo:g}, {hi:g}]{what}")
+
+
+def _check_weak(prefix: str, flip, translate, padding) -> None:
+    """The options WeakAugment and StrongAugment share; `prefix` is the config node (data.weak, data.strong)."""
+    if not isinstance(flip, bool):
+        raise SSLTrainError(f"{prefix}.flip={flip!r}: expected true or false")
+    _check_number(f"{prefix}.translate", translate, 0.0, 0.5, " (the largest shift, a fraction of the image size)")
+    if not isinstance(padding, str) or padding not in PADDINGS:
+        raise SSLTrainError(f"{prefix}.padding={padding!r}: expected one of {', '.join(sorted(PADDINGS))}")
+
+
 def _rand(n: int, generator: torch.Generator, device: torch.device) -> Tensor:
     return torch.rand(n, generator=generator, device=device)
 
@@ -310,16 +336,18 @@ class WeakAugment(nn.Module):
 
     def __init__(self, flip: bool = True, translate: float = 0.125, padding: str = "reflect"):
         super().__init__()
-        if not 0.0 <= translate <= 0.5:
-            raise ValueError(f"translate must be in [0, 0.5], got {translate}")
-        if padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {sorted(PADDINGS)}, got {padding!r}")
+        _check_weak("data.weak", flip, translate, padding)
         self.flip = flip
         self.translate = translate
         self.padding = padding
 
     def extra_repr(self) -> str:
         return f"flip={self.flip}, translate={self.translate}, padding={self.padding}"
+
+    def to_config(self) -> dict:
+        """The Hydra config that rebuilds this augmentation (saved in checkpoints)."""
+        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}", "flip": self.flip,
+                "translate": self.translate, "padding": self.padding}
 
     def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
         _check_input(x)
@@ -357,18 +385,23 @@ class StrongAugment(nn.Module):
         cutout_fill: float = 0.5,
     ):
         super().__init__()
-        if num_ops < 0:
-            raise ValueError(f"num_ops must be >= 0, got {num_ops}")
-        if not 0.0 <= cutout <= 1.0:
-            raise ValueError(f"cutout must be in [0, 1], got {cutout}")
+        _check_weak("data.strong", flip, translate, padding)
+        if not _is_int(num_ops) or num_ops < 0:
+            raise SSLTrainError(f"data.strong.num_ops={num_ops!r}: expected an integer >= 0 "
+                                f"(RandAugment ops per image)")
+        _check_number("data.strong.cutout", cutout, 0.0, 1.0,
+                      " (the largest Cutout side, a fraction of the image size)")
+        _check_number("data.strong.cutout_fill", cutout_fill, 0.0, 1.0, " (the Cutout square's pixel value)")
+        valid = ", ".join(sorted(OPS))
+        if isinstance(ops, str) or not (ops is None or isinstance(ops, Iterable)):
+            raise SSLTrainError(f"data.strong.ops={ops!r}: expected null (every op) or a list of op names "
+                                f"such as [rotate,solarize] from: {valid}")
         names = list(OPS) if ops is None else list(ops)
-        unknown = [name for name in names if name not in OPS]
+        unknown = [name for name in names if not isinstance(name, str) or name not in OPS]
         if unknown:
-            raise ValueError(f"unknown augmentation op(s) {unknown}; valid ops are {sorted(OPS)}")
+            raise SSLTrainError(f"data.strong.ops={names!r}: unknown op(s) {unknown}; valid ops are {valid}")
         if not names:
-            raise ValueError("ops must name at least one op")
-        if not 0.0 <= cutout_fill <= 1.0:
-            raise ValueError(f"cutout_fill must be in [0, 1], got {cutout_fill}")
+            raise SSLTrainError(f"data.strong.ops=[]: expected at least one op name (or null for every op: {valid})")
         self.weak = WeakAugment(flip=flip, translate=translate, padding=padding)
         self.num_ops = num_ops
         self.cutout = cutout
@@ -377,6 +410,13 @@ class StrongAugment(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_ops={self.num_ops}, cutout={self.cutout}, cutout_fill={self.cutout_fill}, ops={self.ops}"
+
+    def to_config(self) -> dict:
+        """The Hydra config that rebuilds this augmentation (saved in checkpoints)."""
+        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}", "flip": self.weak.flip,
+                "translate": self.weak.translate, "padding": self.weak.padding, "num_ops": self.num_ops,
+                "cutout": self.cutout, "cutout_fill": self.cutout_fill,
+                "ops": list(self.ops)}
 
     def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
         x = self.weak(x, generator)  # validates input, returns a fresh tensor

@@ -16,6 +16,9 @@ batches.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import numbers
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,7 +31,36 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSample
 from ssl_train.data.augment import StrongAugment, WeakAugment
 from ssl_train.data.datasets import FileImages, SourceData, TensorImages
 from ssl_train.data.splits import Splits, index_stream, make_splits
-from ssl_train.errors import SSLTrainError
+from ssl_train.errors import SSLTrainError, first_line
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_split_size(key: str, value) -> None:
+    """A held-out split's size: a fraction in [0, 1) or a whole count >= 0 (0: none carved)."""
+    ok = _is_int(value) and value >= 0 or (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                                           and 0.0 <= value < 1.0)
+    if not ok:
+        raise SSLTrainError(f"{key}={value!r}: expected a fraction in [0, 1) or a whole number of samples >= 0")
+
+
+def _check_dataset(dataset) -> None:
+    """`data.dataset` must be a source still to be called (`_partial_: true`) whose options fit its signature."""
+    if not callable(dataset):
+        raise SSLTrainError(f"data.dataset: expected a dataset source function (a _target_ with _partial_: true), "
+                            f"got a {type(dataset).__name__}")
+    if isinstance(dataset, functools.partial):
+        try:
+            signature = inspect.signature(dataset.func)
+        except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+            return
+        try:
+            signature.bind(*dataset.args, **dataset.keywords)
+        except TypeError as exc:
+            name = getattr(dataset.func, "__qualname__", repr(dataset.func))
+            raise SSLTrainError(f"data.dataset: {name}: {first_line(exc)}") from None
 
 
 class Subset:
@@ -88,12 +120,24 @@ class StepSampler(Sampler[int]):
             step += 1
 
 
+def callable_config(fn: Callable) -> dict:
+    """A function (or a `functools.partial` of one) as a Hydra `_partial_` config."""
+    args, keywords = (), {}
+    if isinstance(fn, functools.partial):
+        fn, args, keywords = fn.func, fn.args, fn.keywords
+    config = {"_target_": f"{fn.__module__}.{fn.__qualname__}", "_partial_": True,
+              **{k: list(v) if isinstance(v, tuple) else v for k, v in keywords.items()}}
+    return config | ({"_args_": list(args)} if args else {})
+
+
 class SSLDataModule(L.LightningDataModule):
     """Splits a dataset source into labeled/unlabeled/val/test and serves SSL training batches.
 
     `views` names the unlabeled views the algorithm asks for ("weak", "strong",
     "weak2", ...): names starting with "weak" get an independent weak
-    augmentation, names starting with "strong" a strong one. `augment_on` is
+    augmentation, names starting with "strong" a strong one. Training reads them
+    from the algorithm the trainer fits (its `unlabeled_views`), so nothing needs
+    setting by hand; set `views` only to draw batches without a trainer. `augment_on` is
     "device" (after the transfer, batched on the GPU when there is one) or
     "loader" (on the CPU, in the loader's workers).
     """
@@ -115,8 +159,29 @@ class SSLDataModule(L.LightningDataModule):
         self.source: SourceData | None = None
         self._generator: torch.Generator | None = None
         for name, value in (("batch_size", batch_size), ("mu", mu), ("eval_batch_size", eval_batch_size)):
-            if not isinstance(value, int) or value < (0 if name == "mu" else 1):
-                raise SSLTrainError(f"data.{name}={value!r}: expected a positive integer")
+            if not _is_int(value) or value < (0 if name == "mu" else 1):
+                raise SSLTrainError(f"data.{name}={value!r}: expected "
+                                    + ("an integer >= 0" if name == "mu" else "a positive integer"))
+        _check_dataset(dataset)
+        if num_labels is not None and (not _is_int(num_labels) or num_labels < 1):
+            raise SSLTrainError(f"data.num_labels={num_labels!r}: expected a positive integer (a multiple of the "
+                                f"class count) or null (label the whole training pool)")
+        _check_split_size("data.val_size", val_size)
+        _check_split_size("data.test_size", test_size)
+        if not isinstance(include_labeled_in_unlabeled, bool):
+            raise SSLTrainError(f"data.include_labeled_in_unlabeled={include_labeled_in_unlabeled!r}: "
+                                f"expected true or false")
+        if not _is_int(seed) or seed < 0:
+            raise SSLTrainError(f"data.seed={seed!r}: expected an integer >= 0 (data.seed follows seed)")
+        if not _is_int(num_workers) or num_workers < 0:
+            raise SSLTrainError(f"data.num_workers={num_workers!r}: expected an integer >= 0 "
+                                f"(0: load in the main process)")
+        if not _is_int(prefetch_factor) or prefetch_factor < 1:
+            raise SSLTrainError(f"data.prefetch_factor={prefetch_factor!r}: expected a positive integer")
+        for name, view in (("weak", weak), ("strong", strong)):
+            if view is not None and not callable(view):
+                raise SSLTrainError(f"data.{name}: expected an augmentation module (such as "
+                                    f"ssl_train.data.augment.{name.capitalize()}Augment), got a {type(view).__name__}")
 
     # --- splits -----------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -148,7 +213,8 @@ class SSLDataModule(L.LightningDataModule):
         return self.source.train.shape
 
     def labeled_class_prior(self) -> Tensor:
-        """Class frequencies of the labeled set: what the unlabeled data is assumed to follow (distribution alignment)."""
+        """Class frequencies of the labeled set: what the unlabeled data is assumed to follow (distribution
+        alignment)."""
         counts = np.bincount(self.labeled.labels, minlength=self.num_classes)
         return torch.as_tensor(counts / counts.sum(), dtype=torch.float32)
 
@@ -159,12 +225,26 @@ class SSLDataModule(L.LightningDataModule):
         x = pool[pick]["x"].float() * self.source.scale
         return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
 
+    def to_config(self) -> dict:
+        """The Hydra config that rebuilds this data module, hence its splits (saved in checkpoints, so that a
+        module built by hand exports and evaluates like one composed from conf/)."""
+        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}",
+                "dataset": callable_config(self.dataset_fn), "num_labels": self.num_labels,
+                "batch_size": self.batch_size, "mu": self.mu, "eval_batch_size": self.eval_batch_size,
+                "val_size": self.val_size, "test_size": self.test_size,
+                "include_labeled_in_unlabeled": self.include_labeled_in_unlabeled, "seed": self.seed,
+                "num_workers": self.num_workers, "prefetch_factor": self.prefetch_factor,
+                "augment_on": self.augment_on, "weak": self.weak.to_config(), "strong": self.strong.to_config()}
+
     # --- loaders ----------------------------------------------------------------
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def train_dataloader(self) -> DataLoader:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is not None and hasattr(module, "unlabeled_views"):
+            self.views = tuple(module.unlabeled_views)
         rank, world = self._rank()
         wants_unlabeled = any(v.startswith(("weak", "strong")) for v in self.views)
         steps = PairedSteps(self.labeled, self.unlabeled if wants_unlabeled else None, self.batch_size,

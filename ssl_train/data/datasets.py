@@ -7,6 +7,7 @@ multiplying with `scale`, so loaders move compact uint8 batches.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,28 @@ from torch import Tensor
 from ssl_train.errors import SSLTrainError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _positive_ints(key: str, value, length: int, what: str) -> list[int]:
+    """`value` as `length` positive integers, else an error naming the config key."""
+    items = list(value) if not isinstance(value, (str, bytes)) and hasattr(value, "__iter__") else value
+    if not isinstance(items, list) or len(items) != length or not all(_is_int(v) and v >= 1 for v in items):
+        raise SSLTrainError(f"{key}={items!r}: expected {length} positive integers ({what})")
+    return [int(v) for v in items]
+
+
+def _check_channels(key: str, channels) -> None:
+    if not _is_int(channels) or channels not in (1, 3):
+        raise SSLTrainError(f"{key}={channels!r}: expected 1 (grayscale) or 3 (RGB)")
+
+
+def _check_flag(key: str, value) -> None:
+    if not isinstance(value, bool):
+        raise SSLTrainError(f"{key}={value!r}: expected true or false")
 
 
 class TensorImages:
@@ -98,6 +121,15 @@ def synthetic(num_samples: int = 2000, num_classes: int = 10, image_shape: tuple
     Each class has a smooth random prototype; a sample is its prototype shifted
     by a few pixels plus Gaussian noise.
     """
+    for key, value in (("num_samples", num_samples), ("num_classes", num_classes)):
+        if not _is_int(value) or value < 1:
+            raise SSLTrainError(f"data.dataset.{key}={value!r}: expected a positive integer")
+    if not _is_int(seed):
+        raise SSLTrainError(f"data.dataset.seed={seed!r}: expected an integer")
+    _check_channels("data.dataset.image_shape[0]", _positive_ints("data.dataset.image_shape", image_shape, 3,
+                                                                  "channels, height, width")[0])
+    if not isinstance(noise, numbers.Real) or isinstance(noise, bool) or not 0 <= noise < float("inf"):
+        raise SSLTrainError(f"data.dataset.noise={noise!r}: expected a number >= 0 (the Gaussian noise's std)")
     c, h, w = image_shape
     gen = torch.Generator().manual_seed(seed)
     coarse = torch.rand(num_classes, c, max(h // 4, 2), max(w // 4, 2), generator=gen)
@@ -135,6 +167,7 @@ def cifar100(root: str = "data", download: bool = False) -> SourceData:
 
 
 def _cifar(name, cls, root, download) -> SourceData:
+    _check_flag("data.dataset.download", download)
     train = _torchvision(name, root, download, lambda: cls(root, train=True, download=download))
     test = _torchvision(name, root, download, lambda: cls(root, train=False, download=download))
     return SourceData(train=TensorImages(_hwc(train.data), train.targets), classes=list(train.classes), scale=1 / 255,
@@ -145,6 +178,8 @@ def svhn(root: str = "data", download: bool = False, use_extra: bool = False) ->
     """SVHN train (labels drawn from it) and test; `use_extra` adds the 531k 'extra' images as unlabeled data."""
     from torchvision.datasets import SVHN
 
+    _check_flag("data.dataset.download", download)
+    _check_flag("data.dataset.use_extra", use_extra)
     load = lambda split: _torchvision("SVHN", root, download, lambda: SVHN(root, split=split, download=download))  # noqa: E731
     train, test = load("train"), load("test")
     extra = load("extra") if use_extra else None
@@ -158,6 +193,7 @@ def stl10(root: str = "data", download: bool = False) -> SourceData:
     """STL-10: 5,000 labeled train images, 8,000 test, and 100,000 unlabeled (96×96)."""
     from torchvision.datasets import STL10
 
+    _check_flag("data.dataset.download", download)
     load = lambda split: _torchvision("STL-10", root, download, lambda: STL10(root, split=split, download=download))  # noqa: E731
     train, test, unlabeled = load("train"), load("test"), load("unlabeled")
     return SourceData(
@@ -175,6 +211,8 @@ def image_folder(root: str | None = None, image_size: tuple[int, int] = (32, 32)
     fails the run before training (`on_bad_image=error`, the default) or is
     left out with a warning naming it (`on_bad_image=skip`).
     """
+    image_size = tuple(_positive_ints("data.dataset.image_size", image_size, 2, "height, width"))
+    _check_channels("data.dataset.channels", channels)
     if on_bad_image not in ("error", "skip"):
         raise SSLTrainError(f"data.dataset.on_bad_image={on_bad_image!r}: expected 'error' or 'skip'")
     if not root:
@@ -198,7 +236,8 @@ def image_folder(root: str | None = None, image_size: tuple[int, int] = (32, 32)
             elif on_bad_image == "skip":
                 warnings.warn(f"skipping unreadable image file {path}", stacklevel=2)
             else:
-                raise SSLTrainError(f"unreadable image file {path} (set data.dataset.on_bad_image=skip to leave it out)")
+                raise SSLTrainError(f"unreadable image file {path} "
+                                    "(set data.dataset.on_bad_image=skip to leave it out)")
         return good
 
     def labeled(split: str, required: bool) -> FileImages | None:

@@ -20,14 +20,19 @@ class Splits:
     test: np.ndarray | None = None
 
 
-def carve(indices: np.ndarray, labels: np.ndarray, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split `indices` into (rest, held) with `held` stratified by label; `size` is a fraction or a count."""
+def carve(indices: np.ndarray, labels: np.ndarray, size: float | int, seed: int, *,
+          key: str = "size") -> tuple[np.ndarray, np.ndarray]:
+    """Split `indices` into (rest, held) with `held` stratified by label; `size` is a fraction or a count.
+
+    `key` names the config value `size` came from in errors (make_splits: data.val_size, data.test_size).
+    """
     if size <= 0:
         return indices, indices[:0]
     try:
         rest, held = train_test_split(indices, test_size=size, random_state=seed, stratify=labels[indices])
     except ValueError as exc:
-        raise SSLTrainError(f"cannot carve a split of size {size} from {len(indices)} samples: {exc}") from None
+        raise SSLTrainError(f"{key}={size!r}: cannot carve a split of that size from {len(indices)} samples: "
+                            f"{' '.join(str(exc).split())}") from None
     return np.sort(rest), np.sort(held)
 
 
@@ -59,8 +64,8 @@ def make_splits(labels: np.ndarray, num_classes: int, num_labels: int | None, se
     `num_labels=None` labels the whole remaining pool (a user's own folder of labeled images).
     """
     pool = np.arange(len(labels))
-    pool, test = carve(pool, labels, test_size, seed) if test_size else (pool, None)
-    pool, val = carve(pool, labels, val_size, seed + 1) if val_size else (pool, None)
+    pool, test = carve(pool, labels, test_size, seed, key="data.test_size") if test_size else (pool, None)
+    pool, val = carve(pool, labels, val_size, seed + 1, key="data.val_size") if val_size else (pool, None)
     labeled = pool if num_labels is None else sample_labeled(labels, pool, num_labels, num_classes, seed + 2)
     unlabeled = pool if include_labeled_in_unlabeled else np.setdiff1d(pool, labeled)
     return Splits(labeled=labeled, unlabeled=unlabeled, val=val, test=test)

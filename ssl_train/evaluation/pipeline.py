@@ -20,19 +20,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra.errors import HydraException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from ssl_train import calibration
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.data.datasets import FileImages
-from ssl_train.errors import SSLTrainError, first_line
-from ssl_train.evaluation import calibration, metrics, plots, privacy, report, robustness, slices, ssl_signals
-from ssl_train.evaluation.model import EvalModel, load_model, output_classes
-from ssl_train.evaluation.samples import locate, sample_ids
-from ssl_train.export.measure import float_batches
+from ssl_train.data.samples import locate, sample_ids
+from ssl_train.errors import SSLTrainError
+from ssl_train.evaluation import metrics, plots, privacy, report, robustness, slices, ssl_signals
 from ssl_train.io import write_json_atomic, write_text_atomic
+from ssl_train.run.artifacts import LoadedModel, load_model, output_classes
+from ssl_train.run.batches import float_batches
+from ssl_train.run.data import build_datamodule, dataset_name
+from ssl_train.run.safety import Trust
 
 SPLITS = ("test", "val")
 
@@ -77,10 +78,11 @@ class EvalOptions:
 
 
 def evaluate(ckpt_path: str | Path, out_dir: str | Path, options: EvalOptions | None = None,
-             data: DictConfig | dict | None = None) -> dict:
+             data: DictConfig | dict | None = None, trust: Trust | None = None) -> dict:
     """Evaluate `ckpt_path` and write eval.json and report.html into `out_dir`; returns eval.json's content.
 
     `data` is a data config (conf/data); None uses the checkpoint's own (an exported model needs one).
+    `trust` says which code a checkpoint's configs may name beyond ssl_train's own (`ssl_train.run.safety`).
     """
     start = time.perf_counter()
     options = options or EvalOptions()
@@ -93,7 +95,7 @@ def evaluate(ckpt_path: str | Path, out_dir: str | Path, options: EvalOptions | 
         raise SSLTrainError(f"eval.level={options.level}, eval.slice_alpha={options.slice_alpha}: both lie in (0, 1)")
     if bool(options.slice_csv) != bool(options.slice_column):
         raise SSLTrainError("eval.slice_csv and eval.slice_column go together: the CSV and the column naming slices")
-    model = load_model(ckpt_path)
+    model = load_model(ckpt_path, trust)
     datamodule, data_name, data_seed = _datamodule(model, data)
     classes = list(datamodule.source.classes)
     warnings = _check_compatibility(model, datamodule, data_name, data_seed)
@@ -172,7 +174,7 @@ def summary_table(result: dict, out_dir: str | Path) -> str:
 # --- steps -------------------------------------------------------------------------------------------------------
 
 
-def _datamodule(model: EvalModel, data: DictConfig | dict | None) -> tuple[SSLDataModule, str, int | None]:
+def _datamodule(model: LoadedModel, data: DictConfig | dict | None) -> tuple[SSLDataModule, str, int | None]:
     if data is None or "_target_" not in data:
         if model.run is None:
             raise SSLTrainError(f"ckpt_path={model.path} is an exported model ({model.kind}): name the data to "
@@ -182,16 +184,11 @@ def _datamodule(model: EvalModel, data: DictConfig | dict | None) -> tuple[SSLDa
     else:
         config = OmegaConf.to_container(data, resolve=True) if isinstance(data, DictConfig) else dict(data)
         config.pop("root", None)
-        try:
-            datamodule = instantiate(config)
-        except HydraException as exc:
-            raise SSLTrainError(f"cannot build the data module ({first_line(exc)})") from None
-        datamodule.setup()
-    name = str(config.get("dataset", {}).get("_target_", "?")).rsplit(".", 1)[-1]
-    return datamodule, name, config.get("seed")
+        datamodule = build_datamodule(config)
+    return datamodule, dataset_name(config), config.get("seed")
 
 
-def _check_compatibility(model: EvalModel, datamodule: SSLDataModule, data_name: str,
+def _check_compatibility(model: LoadedModel, datamodule: SSLDataModule, data_name: str,
                          data_seed: int | None) -> list[str]:
     """Class count and input shape must fit (errors); names and training seed should (warnings)."""
     classes = list(datamodule.source.classes)
@@ -212,7 +209,7 @@ def _check_compatibility(model: EvalModel, datamodule: SSLDataModule, data_name:
     return warnings
 
 
-def _logits(model: EvalModel, subset, scale: float, batch_size: int, limit: int | None = None,
+def _logits(model: LoadedModel, subset, scale: float, batch_size: int, limit: int | None = None,
             seed: int = 0) -> tuple[Tensor, Tensor]:
     outs, ys = [], []
     with torch.inference_mode():
@@ -224,7 +221,7 @@ def _logits(model: EvalModel, subset, scale: float, batch_size: int, limit: int 
     return torch.cat(outs), torch.cat(ys).long()
 
 
-def _calibration(model: EvalModel, logits: Tensor, labels: Tensor, val_logits: Tensor, val_labels: Tensor,
+def _calibration(model: LoadedModel, logits: Tensor, labels: Tensor, val_logits: Tensor, val_labels: Tensor,
                  options: EvalOptions) -> dict:
     temperature = calibration.fit_temperature(val_logits, val_labels)
     probs, scaled = logits.softmax(-1), (logits / temperature).softmax(-1)
@@ -275,7 +272,7 @@ def _data_root(datamodule: SSLDataModule) -> str | None:
     return getattr(datamodule.dataset_fn, "keywords", {}).get("root")
 
 
-def _ssl_signals(model: EvalModel, datamodule: SSLDataModule, options: EvalOptions) -> dict:
+def _ssl_signals(model: LoadedModel, datamodule: SSLDataModule, options: EvalOptions) -> dict:
     out: dict = {}
     logs = Path(options.logs) if options.logs else (model.run_dir / "csv" / "metrics.csv" if model.run_dir else None)
     curves = ssl_signals.training_curves(logs) if logs is not None else None

@@ -1,77 +1,51 @@
-"""Knowledge distillation (Hinton et al., 2015): a smaller student learns a trained teacher's soft predictions.
+"""Distillation, end to end: the flow behind `ssl-distill`.
 
-A `Distillation` is an ordinary algorithm of the framework (one LightningModule
-file, the base owns optimizer, schedule, EMA, metrics and logging), so a
-distilled student trains, checkpoints, resumes and exports exactly like any
-`ssl-train` run. The teacher is a run checkpoint, frozen and always in eval
-mode; it sees the same augmented views as the student. With `view="strong"` the
-unlabeled images are strongly augmented ("function matching", Beyer et al.,
-2022: teacher and student on the same aggressive view), which shows the
-student much more of the teacher's function than the few weak views of a
-small pool do.
-
-Per step, with `distillation_loss` (ssl_train.losses) = α·T²·KL(teacher_T ‖ student_T) + (1−α)·CE:
-    sup   = distillation_loss on the labeled batch, with the labels
-    unsup = distillation_loss on the unlabeled batch, KL term only (no labels)
-    loss  = sup + λ_u·unsup
-The unlabeled pool is where distillation earns its keep in SSL: the teacher
-labels every unlabeled image softly, so the student sees far more than the
-few labeled examples.
+    teacher checkpoint → frozen teacher network (`ssl_train.algorithms.distillation.Distillation` trains the student)
+      → the student trains on the teacher's data config (same splits, same seed: tested on the teacher's test split)
+      → distill.json: teacher against student on that split → the student exported as `ssl-export` does
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from pathlib import Path
 
-from ssl_train.algorithms.base import SSLAlgorithm, StepLosses
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
 from ssl_train.errors import SSLTrainError
-from ssl_train.export.checkpoint import load_run
-from ssl_train.losses import distillation_loss
+from ssl_train.export import measure
+from ssl_train.export.pipeline import export_checkpoint
+from ssl_train.io import write_json_atomic
+from ssl_train.run.batches import float_batches
+from ssl_train.run.checkpoint import load_run
+from ssl_train.run.safety import Trust
+from ssl_train.run.training import train
 
 
-class Distillation(SSLAlgorithm):
-    """Trains `net` (the student) from the frozen network of `teacher_ckpt`.
-
-    Args:
-        teacher_ckpt: an `ssl-train` checkpoint; its evaluated network (EMA when the run used it) is the teacher.
-        temperature: T, softens both distributions; the loss carries T² so gradients keep their scale.
-        alpha: α, the weight of the KL term against the labeled cross-entropy.
-        view: the unlabeled view both networks see, "weak" or "strong".
-    """
-
-    unlabeled_views = ("weak",)
-
-    def __init__(self, *args, teacher_ckpt: str, temperature: float = 4.0, alpha: float = 0.9, view: str = "weak",
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        if temperature <= 0 or not 0.0 <= alpha <= 1.0:
-            raise SSLTrainError(f"distillation needs temperature > 0 and alpha in [0, 1], got {temperature}, {alpha}")
-        if view not in ("weak", "strong"):
-            raise SSLTrainError(f"algorithm.view={view!r}: expected 'weak' or 'strong'")
-        self.unlabeled_views = (view,)
-        teacher = load_run(teacher_ckpt, option="teacher_ckpt")
-        if len(teacher.classes) != self.hparams.num_classes:
-            raise SSLTrainError(f"teacher {teacher_ckpt} has {len(teacher.classes)} classes, the data "
-                                f"{self.hparams.num_classes}")
-        # Held outside the module tree: the teacher is not a trained part of this module, so it stays out of
-        # the student's checkpoints (its own checkpoint is `teacher_ckpt`) and out of Lightning's train/eval
-        # switching; on_fit_start puts it on the student's device.
-        self._frozen = (teacher.network.requires_grad_(False).eval(),)
-        self.temperature, self.alpha = temperature, alpha
-
-    @property
-    def teacher(self) -> nn.Module:
-        return self._frozen[0]
-
-    def on_fit_start(self) -> None:
-        self.teacher.to(self.device)
-
-    def losses(self, batch: dict) -> StepLosses:
-        x_lb, y, x_ulb = batch["lb"]["x"], batch["lb"]["y"], batch["ulb"][self.unlabeled_views[0]]
-        student_lb, student_ulb = self.forward_views(x_lb, x_ulb)
-        with torch.no_grad():
-            teacher_lb, teacher_ulb = self.teacher(torch.cat([x_lb, x_ulb])).split([len(x_lb), len(x_ulb)])
-        return StepLosses(
-            sup=distillation_loss(student_lb, teacher_lb, y, self.temperature, self.alpha),
-            unsup=distillation_loss(student_ulb, teacher_ulb, None, self.temperature, self.alpha))
+def distill(cfg: DictConfig, trust: Trust | None = None) -> dict:
+    """Distill, test and (with `cfg.export_student`) export; returns the comparison also written to distill.json,
+    with the student's training metrics and export metadata."""
+    teacher = load_run(cfg.teacher_ckpt, option="teacher_ckpt", trust=trust)
+    with open_dict(cfg):
+        cfg.data = OmegaConf.merge(teacher.config["data"], cfg.get("data") or {})
+    metrics = train(cfg, teacher=teacher.network)
+    best = Path(str(metrics.get("test/checkpoint", "")))
+    if not best.is_file():
+        raise SSLTrainError("distillation finished without a checkpoint to test and export "
+                            "(keep callbacks.model_checkpoint)")
+    student = load_run(best, trust=trust)
+    datamodule = student.datamodule()
+    test = list(float_batches(datamodule.test, datamodule.source.scale, cfg.export.eval_batch_size))
+    summary = {
+        "teacher": {"checkpoint": str(teacher.path), "sha256": teacher.sha256,
+                    "parameters": measure.num_parameters(teacher.network),
+                    **measure.evaluate(teacher.network, test, len(teacher.classes))},
+        "student": {"checkpoint": str(best), "parameters": measure.num_parameters(student.network),
+                    **measure.evaluate(student.network, test, len(student.classes))},
+    }
+    summary["parameter_ratio"] = summary["student"]["parameters"] / summary["teacher"]["parameters"]
+    summary["acc_change"] = summary["student"]["acc"] - summary["teacher"]["acc"]
+    out_dir = Path(cfg.paths.output_dir)
+    write_json_atomic(out_dir / "distill.json", summary)
+    export = export_checkpoint(best, out_dir, instantiate(cfg.export), trust) if cfg.export_student else None
+    return summary | {"metrics": metrics, "export": export}

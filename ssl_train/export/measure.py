@@ -16,24 +16,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ssl_train.algorithms.base import eval_metrics
 
 Predict = Callable[[Tensor], Tensor]
-
-
-def float_batches(subset, scale: float, batch_size: int, limit: int | None = None,
-                  seed: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-    """(pixels in [0, 1], labels) batches of a data module subset; a seeded random `limit` of it when given."""
-    order = np.arange(len(subset))
-    if limit is not None:
-        order = np.random.default_rng(seed).permutation(len(subset))[:limit]
-    for start in range(0, len(order), batch_size):
-        batch = subset[order[start:start + batch_size]]
-        yield batch["x"].float() * scale, batch["y"]
 
 
 def evaluate(predict: Predict, batches: list[tuple[Tensor, Tensor]], num_classes: int) -> dict[str, float]:
@@ -67,11 +55,6 @@ def latency_ms(predict: Predict, x: Tensor, repeats: int = 30, warmup: int = 5) 
             if i >= warmup:
                 times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
-
-
-def batch_of(x: Tensor, size: int) -> Tensor:
-    """`size` samples from `x`, repeating it when it is shorter."""
-    return x.repeat((size + len(x) - 1) // len(x), *([1] * (x.ndim - 1)))[:size].contiguous()
 
 
 def num_parameters(module: torch.nn.Module) -> int:

@@ -23,17 +23,19 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ssl_train.calibration import fold_temperature
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.errors import SSLTrainError
-from ssl_train.evaluation.calibration import fold_temperature
 from ssl_train.export import card, measure
-from ssl_train.export.artifact import sha256_file
-from ssl_train.export.checkpoint import load_run
-from ssl_train.export.pt2 import export_onnx, export_program, load_program, onnx_predictor, require_onnx
+from ssl_train.export.pt2 import export_onnx, export_program, onnx_predictor, require_onnx
 from ssl_train.export.quantize import quantize_int8
-from ssl_train.export.torchscript import export_torchscript, load_torchscript
-from ssl_train.io import write_json_atomic, write_text_atomic
-from ssl_train.monitor.profile import PROFILE_FILE, ProfileOptions, profile_run, save_profile
+from ssl_train.export.torchscript import export_torchscript
+from ssl_train.io import sha256_file, write_json_atomic, write_text_atomic
+from ssl_train.run.artifacts import load_program, load_torchscript
+from ssl_train.run.batches import batch_of, float_batches
+from ssl_train.run.checkpoint import load_run
+from ssl_train.run.profile import PROFILE_FILE, ProfileOptions, profile_run, save_profile
+from ssl_train.run.safety import Trust
 
 log = logging.getLogger(__name__)
 
@@ -73,26 +75,28 @@ class ExportOptions:
     temperature: float | None = None
 
 
-def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, options: ExportOptions | None = None) -> dict:
+def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, options: ExportOptions | None = None,
+                      trust: Trust | None = None) -> dict:
     """Write the chosen artifacts of `ckpt_path` plus metadata.json and MODEL_CARD.md into `out_dir`.
 
     Returns the metadata. Any failure raises before the metadata is written, and
-    no artifact ever appears under its final name unverified.
+    no artifact ever appears under its final name unverified. `trust` says which code the checkpoint's
+    configs may name beyond ssl_train's own (`ssl_train.run.safety`).
     """
     options = options or ExportOptions()
     if options.onnx:
         require_onnx()  # fail before any work, not after the other artifacts
-    run = load_run(ckpt_path)
+    run = load_run(ckpt_path, trust=trust)
     if options.temperature is not None:
         if not options.temperature > 0:
             raise SSLTrainError(f"export.temperature={options.temperature}: expected a positive number")
         run.network = fold_temperature(run.network, options.temperature)
     out_dir = Path(out_dir)
     datamodule = run.datamodule()
-    test = list(measure.float_batches(datamodule.test, datamodule.source.scale, options.eval_batch_size))
+    test = list(float_batches(datamodule.test, datamodule.source.scale, options.eval_batch_size))
     # Real test images: a latency batch, and parity inputs of two sizes (any batch size must work).
     sample = test[0][0][: max([*options.latency_batch_sizes, 2])]
-    written, int8_info = _write_artifacts(run.network, datamodule, out_dir, [sample[:1], measure.batch_of(sample, 7)],
+    written, int8_info = _write_artifacts(run.network, datamodule, out_dir, [sample[:1], batch_of(sample, 7)],
                                           options)
 
     with measure.threads(options.latency_threads) as thread_count:
@@ -154,7 +158,7 @@ def _write_artifacts(model: nn.Module, datamodule: SSLDataModule, out_dir: Path,
     if options.int8:
         pool_name, pool = (("unlabeled", datamodule.unlabeled) if len(datamodule.unlabeled)
                            else ("labeled", datamodule.labeled))
-        calibration = (x for x, _ in measure.float_batches(pool, datamodule.source.scale, options.eval_batch_size,
+        calibration = (x for x, _ in float_batches(pool, datamodule.source.scale, options.eval_batch_size,
                                                            limit=options.calibration_samples, seed=options.seed))
         quantized, int8_info = quantize_int8(model, calibration, parity_inputs[-1])
         int8_info["calibration_pool"] = pool_name
@@ -176,7 +180,7 @@ def _measure(predict: Callable[[Tensor], Tensor], test: list[tuple[Tensor, Tenso
     """Test metrics and the latency columns of one model."""
     metrics = measure.evaluate(predict, test, num_classes)
     metrics["latency_ms"] = {
-        str(b): measure.latency_ms(predict, measure.batch_of(sample, b), options.latency_repeats,
+        str(b): measure.latency_ms(predict, batch_of(sample, b), options.latency_repeats,
                                    options.latency_warmup)
         for b in options.latency_batch_sizes}
     return metrics

@@ -15,7 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from ssl_train.errors import SSLTrainError
-from ssl_train.export.artifact import check_parity, write_verified
+from ssl_train.export.artifact import check_parity
+from ssl_train.io import write_atomic
+from ssl_train.run.artifacts import load_program
 
 ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")
 
@@ -24,11 +26,6 @@ def _dynamic_batch(example: Tensor) -> tuple[dict[int, torch.export.Dim], ...]:
     if len(example) < 2:
         raise ValueError("the example batch for a dynamic batch dimension needs at least 2 samples")
     return ({0: torch.export.Dim("batch", min=1)},)
-
-
-def load_program(path: str | Path) -> nn.Module:
-    """The runnable module of a saved program."""
-    return torch.export.load(str(path)).module()
 
 
 def export_program(model: nn.Module, path: str | Path, inputs: list[Tensor], atol: float) -> dict:
@@ -44,7 +41,7 @@ def export_program(model: nn.Module, path: str | Path, inputs: list[Tensor], ato
         with torch.no_grad():
             result["max_abs_diff"] = check_parity(Path(path).name, expected, [loaded(x) for x in inputs], atol)
 
-    write_verified(path, lambda tmp: torch.export.save(program, str(tmp)), verify)
+    write_atomic(path, lambda tmp: torch.export.save(program, str(tmp)), verify)
     return result
 
 
@@ -82,7 +79,7 @@ def export_onnx(model: nn.Module, path: str | Path, inputs: list[Tensor], atol: 
         run = onnx_predictor(tmp)
         result["max_abs_diff"] = check_parity(Path(path).name, expected, [run(x) for x in inputs], atol)
 
-    write_verified(path, save, verify)
+    write_atomic(path, save, verify)
     return result
 
 

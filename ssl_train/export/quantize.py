@@ -36,7 +36,7 @@ from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from ssl_train.errors import SSLTrainError
-from ssl_train.export.torchscript import quiet_deprecations
+from ssl_train.run.artifacts import quiet_deprecations
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 

@@ -14,23 +14,14 @@ makes the 1e-5 parity promise depend on the model's depth.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from ssl_train.export.artifact import check_parity, write_verified
-
-
-@contextmanager
-def quiet_deprecations() -> Iterator[None]:
-    """Hide the deprecation notices of torch.jit and torch.ao.quantization inside this block only."""
-    with warnings.catch_warnings():
-        for category in (FutureWarning, DeprecationWarning, UserWarning):
-            warnings.filterwarnings("ignore", category=category, message=r"(?s).*deprecat")
-        yield
+from ssl_train.export.artifact import check_parity
+from ssl_train.io import write_atomic
+from ssl_train.run.artifacts import load_torchscript, quiet_deprecations
 
 
 def to_torchscript(module: nn.Module, example: Tensor) -> tuple[torch.jit.ScriptModule, str]:
@@ -57,11 +48,6 @@ def to_torchscript(module: nn.Module, example: Tensor) -> tuple[torch.jit.Script
         return torch.jit.freeze(compiled.eval(), optimize_numerics=False), method
 
 
-def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
-    with quiet_deprecations():
-        return torch.jit.load(str(path), map_location="cpu")
-
-
 def export_torchscript(module: nn.Module, path: str | Path, inputs: list[Tensor], atol: float,
                        reference: nn.Module | None = None) -> dict:
     """Write `module` as frozen TorchScript to `path`, verified against `reference` (default: `module`).
@@ -85,5 +71,5 @@ def export_torchscript(module: nn.Module, path: str | Path, inputs: list[Tensor]
         with torch.no_grad():
             result["max_abs_diff"] = check_parity(Path(path).name, expected, [loaded(x) for x in inputs], atol)
 
-    write_verified(path, save, verify)
+    write_atomic(path, save, verify)
     return result

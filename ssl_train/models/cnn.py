@@ -3,6 +3,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ssl_train.errors import SSLTrainError
+from ssl_train.models._checks import check_data, int_list
+
 
 def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
     return nn.Sequential(
@@ -26,9 +29,13 @@ class SmallCNN(nn.Module):
         widths: tuple[int, int, int] = (32, 64, 128),
     ) -> None:
         super().__init__()
+        check_data("model=SmallCNN", input_shape, num_classes)
         in_ch, h, w = input_shape
         if h < 8 or w < 8:
-            raise ValueError(f"SmallCNN needs H, W >= 8, got input_shape={tuple(input_shape)}")
+            raise SSLTrainError(f"model=SmallCNN needs images of at least 8x8 pixels, got input_shape="
+                                f"{tuple(input_shape)} from the data: use larger images or another model "
+                                f"(e.g. model=mlp)")
+        int_list("model.widths", widths, 3, " (the channels of the 3 conv stages), e.g. [32, 64, 128]")
         w1, w2, w3 = widths
         self.body = nn.Sequential(
             _conv_block(in_ch, w1),

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ssl_train.models._checks import check_data, check_dropout, int_list
+
 
 class MLP(nn.Module):
     """Fully connected baseline that ignores spatial structure.
@@ -23,6 +25,9 @@ class MLP(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        check_data("model=MLP", input_shape, num_classes)
+        int_list("model.hidden", hidden, None, " (the widths of the hidden layers; [] for none), e.g. [256, 256]")
+        check_dropout("model.dropout", dropout)
         in_features = math.prod(input_shape)
         layers: list[nn.Module] = [nn.Flatten()]
         for width in hidden:

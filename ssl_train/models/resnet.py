@@ -4,6 +4,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
+from ssl_train.errors import SSLTrainError
+from ssl_train.models._checks import check_data
+
 
 class ResNet18(nn.Module):
     """torchvision's ResNet-18 (randomly initialised) with a stem chosen for the input size.
@@ -21,6 +24,10 @@ class ResNet18(nn.Module):
         small_input: bool | None = None,
     ) -> None:
         super().__init__()
+        check_data("model=ResNet18", input_shape, num_classes)
+        if small_input is not None and not isinstance(small_input, bool):
+            raise SSLTrainError(f"model.small_input={small_input!r}: expected true (CIFAR stem), false (ImageNet stem) "
+                                f"or null (CIFAR stem for images up to 64 px)")
         in_ch, h, w = input_shape
         if small_input is None:
             small_input = min(h, w) <= 64

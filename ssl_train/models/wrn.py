@@ -4,6 +4,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_train.errors import SSLTrainError
+from ssl_train.models._checks import check_data, check_dropout, is_int
+
 _BN_MOMENTUM = 0.001  # PyTorch convention; TF's decay 0.999
 
 
@@ -68,8 +71,12 @@ class WideResNet(nn.Module):
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        if (depth - 4) % 6 != 0:
-            raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
+        check_data("model=WideResNet", input_shape, num_classes)
+        if not is_int(depth) or depth < 10 or (depth - 4) % 6 != 0:
+            raise SSLTrainError(f"model.depth={depth!r}: WideResNet depth must be 6n+4 (10, 16, 22, 28, ...)")
+        if not is_int(widen_factor) or widen_factor < 1:
+            raise SSLTrainError(f"model.widen_factor={widen_factor!r}: expected a positive integer (WRN-depth-k's k)")
+        check_dropout("model.drop_rate", drop_rate)
         n = (depth - 4) // 6
         channels = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.conv1 = nn.Conv2d(input_shape[0], channels[0], kernel_size=3, stride=1, padding=1, bias=False)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ssl_train.io import write_json_atomic
 from ssl_train.monitor import statistics as S
-from ssl_train.monitor.profile import ProfileOptions, profile_checkpoint, profile_run, save_profile
+from ssl_train.run.profile import ProfileOptions, profile_checkpoint, profile_run, save_profile
 
 log = logging.getLogger(__name__)
 

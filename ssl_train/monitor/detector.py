@@ -30,7 +30,8 @@ from torch import Tensor
 from ssl_train.errors import SSLTrainError
 from ssl_train.monitor import statistics as S
 from ssl_train.monitor.inputs import Inputs
-from ssl_train.monitor.profile import ReferenceProfile, forward_outputs, histogram
+from ssl_train.run.profile import ReferenceProfile, bin_counts, forward_outputs, histogram, project
+from ssl_train.run.safety import Trust
 
 TESTS = ("embedding_mmd", "embedding_ks", "confidence_psi", "predicted_classes")
 
@@ -128,7 +129,7 @@ class WindowStats:
         self.channel_sq += out.channel_sq.sum(0)
         self.predicted_counts += torch.bincount(out.predicted, minlength=len(self.predicted_counts))
         conf = out.confidence.numpy()
-        self.psi_counts += S.bin_counts(conf, self.psi_edges)
+        self.psi_counts += bin_counts(conf, self.psi_edges)
         self.histogram_counts += histogram(out.confidence, len(self.histogram_counts))
         self.confidence_sum += float(out.confidence.double().sum())
         merged = out if self.sample is None else Outputs(
@@ -143,9 +144,9 @@ class Monitor:
     """A reference profile's network and statistics, ready to judge windows of new inputs."""
 
     def __init__(self, profile: ReferenceProfile, options: MonitorOptions | None = None,
-                 source: str = "reference profile"):
+                 source: str = "reference profile", trust: Trust | None = None):
         self.profile, self.options = profile, options or MonitorOptions()
-        self.network = profile.network(source).eval()
+        self.network = profile.network(source, trust).eval()
         self.level = S.bonferroni(self.options.alpha, len(TESTS))
         # The PCA residual is a test column only when the basis was fitted on another split (see profile.py).
         self.use_residual = profile.pca_fit_on == "other split"
@@ -170,7 +171,7 @@ class Monitor:
         features, logits = forward_outputs(self.network, x.float())
         probs = (logits.double() / self.profile.temperature).softmax(1)
         confidence, predicted = probs.max(1)
-        embeddings, residuals = S.project(features.float(), self.profile.pca_mean, self.profile.pca_basis)
+        embeddings, residuals = project(features.float(), self.profile.pca_mean, self.profile.pca_basis)
         xd = x.double()
         return Outputs(keys=self._keys.random(len(x)), embeddings=embeddings, residuals=residuals, probs=probs,
                        confidence=confidence, predicted=predicted, channel_sum=xd.sum((2, 3)),

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ssl_train.io import write_atomic
 from ssl_train.monitor.detector import TESTS
-from ssl_train.monitor.profile import ReferenceProfile
 from ssl_train.monitor.report import SHORT
+from ssl_train.run.profile import ReferenceProfile
 
 
 def _figure(rows: int, cols: int, size: tuple[float, float]):
@@ -98,15 +97,4 @@ def plot_series(report: dict, path: str | Path) -> Path:
 
 def _save(fig, path: str | Path) -> Path:
     """Write-then-rename, like every other output."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -7,12 +7,11 @@ distance) are returned beside the p-values for severity and reporting.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import optimize, stats
+from scipy import stats
 from torch import Tensor
 
 
@@ -88,17 +87,6 @@ def ks_fdr(reference: np.ndarray, sample: np.ndarray) -> KSResult:
 
 
 # --- predictions: PSI on confidences, chi-squared on predicted classes ---------------------------------------------
-def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:
-    """Interior bin edges at the reference quantiles (equal-mass bins; repeated edges merged)."""
-    edges = np.quantile(np.asarray(reference, dtype=float), np.linspace(0, 1, bins + 1)[1:-1])
-    return np.unique(edges)
-
-
-def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Counts of `values` in the len(edges)+1 bins (-inf, e0), [e0, e1), ..., [e_last, inf)."""
-    return np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
-
-
 def psi(reference_counts: np.ndarray, sample_counts: np.ndarray, eps: float = 1e-4) -> float:
     """Population stability index Σ (q − p)·ln(q / p) over bins; empty bins count as `eps`."""
     p = np.maximum(np.asarray(reference_counts, float) / max(np.sum(reference_counts), 1), eps)
@@ -195,58 +183,6 @@ def expected_accuracy(probs: np.ndarray, weights: np.ndarray | None = None) -> f
         norm = adjusted.sum(1, keepdims=True)
         probs = np.where(norm > 0, adjusted / np.where(norm > 0, norm, 1), probs)
     return float(probs[np.arange(len(probs)), predicted].mean())
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
-    """Temperature T minimising the negative log-likelihood of softmax(logits / T) (Guo et al., 2017).
-
-    One parameter, so it cannot overfit a small validation split, and it keeps every prediction unchanged.
-    """
-    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    if len(y) == 0:
-        return 1.0
-
-    def nll(log_t: float) -> float:
-        return float(torch.nn.functional.cross_entropy(z / math.exp(log_t), y))
-
-    result = optimize.minimize_scalar(nll, bounds=tuple(math.log(b) for b in bounds), method="bounded",
-                                      options={"xatol": 1e-4})
-    return float(math.exp(result.x))
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    """ECE with equal-width confidence bins: Σ_b (n_b / n)·|accuracy_b − confidence_b|."""
-    confidence, correct = np.asarray(confidence, float), np.asarray(correct, float)
-    if len(confidence) == 0:
-        return 0.0
-    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
-    total = 0.0
-    for b in np.unique(index):
-        sel = index == b
-        total += sel.sum() * abs(correct[sel].mean() - confidence[sel].mean())
-    return float(total / len(confidence))
-
-
-# --- embeddings: PCA ------------------------------------------------------------------------------------------------
-def fit_pca(x: Tensor, components: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(mean, basis d×k, explained variance ratio) of the top-k principal components, by an exact SVD."""
-    x = x.double()
-    mean = x.mean(0)
-    _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
-    k = min(components, vh.shape[0])
-    variance = s.square()
-    ratio = variance[:k] / variance.sum().clamp_min(1e-12)
-    return mean.float(), vh[:k].T.float().contiguous(), ratio.float()
-
-
-def project(x: Tensor, mean: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
-    """(PCA scores, norm of the residual off the kept subspace): the residual catches shift the top
-    components do not span (new activation directions under noise, for instance)."""
-    centered = x.float() - mean
-    scores = centered @ basis
-    residual = (centered - scores @ basis.T).norm(dim=1)
-    return scores, residual
 
 
 def bonferroni(alpha: float, tests: int) -> float:

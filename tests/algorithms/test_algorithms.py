@@ -118,3 +118,29 @@ def test_weight_decay_skips_biases_and_norm_parameters():
     groups = model.configure_optimizers()["optimizer"].param_groups
     assert groups[0]["weight_decay"] == 5e-4 and all(p.ndim > 1 for p in groups[0]["params"])
     assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
+
+
+@pytest.mark.parametrize("algorithm", ["MeanTeacher", "PiModel", "FixMatch"])
+def test_a_module_built_by_hand_trains_and_checkpoints_without_wiring(algorithm, tmp_path):
+    """The data module learns the views from the algorithm it is fitted with (Mean Teacher needs 'weak2'), and
+    the checkpoint describes the hand-built parts well enough for `load_run` to rebuild network and data."""
+    import lightning as L
+
+    import ssl_train as st
+
+    data = st.SSLDataModule(st.datasets.digits, num_labels=20, batch_size=8, mu=2)
+    model = getattr(st, algorithm)(st.build_classifier(st.SmallCNN, data, widths=[4, 4, 4]),
+                                   num_classes=data.num_classes)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0)
+    trainer.fit(model, datamodule=data)
+    assert set(data.views) == set(model.unlabeled_views)
+    trainer.save_checkpoint(tmp_path / "hand.ckpt")
+    run = st.load_run(tmp_path / "hand.ckpt")
+    assert run.config["model"] == {"_target_": "ssl_train.models.cnn.SmallCNN", "widths": [4, 4, 4]}
+    assert run.config["algorithm"]["_target_"].endswith(algorithm) and run.classes == data.source.classes
+    rebuilt = run.datamodule()
+    assert rebuilt.test.indices.tolist() == data.test.indices.tolist()
+    with torch.inference_mode():
+        assert torch.equal(run.network(torch.zeros(2, 1, 8, 8)), model.eval_net.eval()(torch.zeros(2, 1, 8, 8)))

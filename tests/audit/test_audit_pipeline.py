@@ -16,7 +16,7 @@ from PIL import Image
 
 from ssl_train.audit.pipeline import AuditOptions, audit
 from ssl_train.errors import SSLTrainError
-from ssl_train.eval_cli import data_config
+from ssl_train.run.data import data_config
 
 FOLDER = ["data=image_folder", "data.dataset.channels=1", "data.dataset.image_size=[8,8]"]
 
@@ -99,7 +99,7 @@ def test_fail_on_leakage_exits_1_after_writing_the_report(planted, tmp_path):
 
 
 def test_training_refuses_test_leakage_unless_allowed(planted, make_cfg, tmp_path):
-    from ssl_train.train import train
+    from ssl_train.train import run as train
 
     overrides = [*FOLDER, f"data.dataset.root={planted['root']}", "data.dataset.on_bad_image=skip",
                  "audit.before_train=true"]

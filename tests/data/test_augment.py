@@ -6,6 +6,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from ssl_train.data.augment import OPS, SIGNED_OPS, StrongAugment, WeakAugment
+from ssl_train.errors import SSLTrainError
 
 ALL_OPS = {
     "identity", "autocontrast", "brightness", "color", "contrast", "equalize", "posterize",
@@ -91,8 +92,49 @@ def test_weak_translate_is_exact_padded_shift(padding, mode):
 
 
 def test_unknown_padding_raises():
-    with pytest.raises(ValueError, match="padding must be one of"):
+    with pytest.raises(SSLTrainError, match=r"^data\.weak\.padding='wrap': expected one of reflect, zeros$"):
         WeakAugment(padding="wrap")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(translate=0.9), r"^data\.weak\.translate=0\.9: expected a number in \[0, 0\.5\]"),
+    (dict(translate=-0.1), r"^data\.weak\.translate=-0\.1: expected a number in \[0, 0\.5\]"),
+    (dict(translate="abc"), r"^data\.weak\.translate='abc': expected a number"),
+    (dict(translate=float("nan")), r"^data\.weak\.translate=nan: expected a number"),
+    (dict(flip="no"), r"^data\.weak\.flip='no': expected true or false$"),
+    (dict(padding=0), r"^data\.weak\.padding=0: expected one of reflect, zeros$"),
+])
+def test_weak_refusals_name_the_config_key(kwargs, message):
+    with pytest.raises(SSLTrainError, match=message):
+        WeakAugment(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_ops=-1), r"^data\.strong\.num_ops=-1: expected an integer >= 0"),
+    (dict(num_ops=1.5), r"^data\.strong\.num_ops=1\.5: expected an integer >= 0"),
+    (dict(num_ops="two"), r"^data\.strong\.num_ops='two': expected an integer >= 0"),
+    (dict(cutout=2), r"^data\.strong\.cutout=2: expected a number in \[0, 1\]"),
+    (dict(cutout="big"), r"^data\.strong\.cutout='big': expected a number in \[0, 1\]"),
+    (dict(cutout_fill=-1), r"^data\.strong\.cutout_fill=-1: expected a number in \[0, 1\]"),
+    (dict(ops=["nope"]), r"^data\.strong\.ops=\['nope'\]: unknown op\(s\) \['nope'\]; valid ops are autocontrast, "),
+    (dict(ops="rotate"), r"^data\.strong\.ops='rotate': expected null \(every op\) or a list of op names"),
+    (dict(ops=3), r"^data\.strong\.ops=3: expected null \(every op\) or a list of op names"),
+    (dict(ops=[]), r"^data\.strong\.ops=\[\]: expected at least one op name"),
+    (dict(translate=0.6), r"^data\.strong\.translate=0\.6: expected a number in \[0, 0\.5\]"),
+    (dict(padding="wrap"), r"^data\.strong\.padding='wrap': expected one of reflect, zeros$"),
+    (dict(flip=1), r"^data\.strong\.flip=1: expected true or false$"),
+])
+def test_strong_refusals_name_the_config_key(kwargs, message):
+    with pytest.raises(SSLTrainError, match=message) as err:
+        StrongAugment(**kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_valid_edge_values_are_accepted():
+    WeakAugment(translate=0, padding="zeros")
+    WeakAugment(translate=0.5)
+    StrongAugment(num_ops=0, cutout=0, cutout_fill=1, ops=("identity",))
+    StrongAugment(cutout=1.0, ops=None)
 
 
 def test_flip_off_never_flips_and_on_flips_about_half():
@@ -140,7 +182,7 @@ def test_cutout_fill_value():
 
 
 def test_unknown_op_raises_with_names():
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(SSLTrainError) as err:
         StrongAugment(ops=["rotate", "wobble"])
     assert "wobble" in str(err.value) and "solarize" in str(err.value)
 

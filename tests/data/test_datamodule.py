@@ -1,3 +1,5 @@
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,8 @@ from ssl_train.errors import SSLTrainError
 
 
 def datamodule(dataset=digits, **kw):
-    options = dict(num_labels=20, batch_size=8, mu=3, seed=0, weak=WeakAugment(flip=False), strong=StrongAugment(flip=False))
+    options = dict(num_labels=20, batch_size=8, mu=3, seed=0, weak=WeakAugment(flip=False),
+                   strong=StrongAugment(flip=False))
     dm = SSLDataModule(dataset, **(options | kw))
     dm.setup()
     return dm
@@ -122,3 +125,53 @@ def test_image_folder_bad_inputs(image_root, tmp_path):
 def test_bad_batch_size_is_a_clear_error():
     with pytest.raises(SSLTrainError, match="data.batch_size=0"):
         SSLDataModule(digits, batch_size=0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_labels=0), r"^data\.num_labels=0: expected a positive integer \(a multiple of the class count\) or null"),
+    (dict(num_labels="abc"), r"^data\.num_labels='abc': expected a positive integer"),
+    (dict(mu=-1), r"^data\.mu=-1: expected an integer >= 0$"),
+    (dict(batch_size=True), r"^data\.batch_size=True: expected a positive integer$"),
+    (dict(eval_batch_size=2.5), r"^data\.eval_batch_size=2\.5: expected a positive integer$"),
+    (dict(val_size=1.5), r"^data\.val_size=1\.5: expected a fraction in \[0, 1\) or a whole number of samples >= 0$"),
+    (dict(test_size=-3), r"^data\.test_size=-3: expected a fraction in \[0, 1\)"),
+    (dict(val_size="some"), r"^data\.val_size='some': expected a fraction"),
+    (dict(include_labeled_in_unlabeled="yes"), r"^data\.include_labeled_in_unlabeled='yes': expected true or false$"),
+    (dict(seed=-1), r"^data\.seed=-1: expected an integer >= 0"),
+    (dict(num_workers=-1), r"^data\.num_workers=-1: expected an integer >= 0"),
+    (dict(prefetch_factor=0), r"^data\.prefetch_factor=0: expected a positive integer$"),
+    (dict(weak="flip"), r"^data\.weak: expected an augmentation module"),
+    (dict(dataset=digits()), r"^data\.dataset: expected a dataset source function \(a _target_ with _partial_: true\)"),
+    (dict(dataset=functools.partial(synthetic, nope=1)),
+     r"^data\.dataset: synthetic: got an unexpected keyword argument 'nope'$"),
+])
+def test_bad_data_options_name_the_config_key(kwargs, message):
+    options = dict(dataset=digits) | kwargs
+    with pytest.raises(SSLTrainError, match=message):
+        SSLDataModule(options.pop("dataset"), **options)
+
+
+def test_a_split_too_large_to_carve_names_its_key():
+    with pytest.raises(SSLTrainError, match=r"^data\.val_size=5000: cannot carve a split of that size from \d+ "):
+        datamodule(val_size=5000)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_samples=0), r"^data\.dataset\.num_samples=0: expected a positive integer$"),
+    (dict(num_classes="ten"), r"^data\.dataset\.num_classes='ten': expected a positive integer$"),
+    (dict(image_shape=(3, 32)), r"^data\.dataset\.image_shape=\[3, 32\]: expected 3 positive integers"),
+    (dict(image_shape=(3, 0, 8)), r"^data\.dataset\.image_shape=\[3, 0, 8\]: expected 3 positive integers"),
+    (dict(image_shape=(2, 8, 8)), r"^data\.dataset\.image_shape\[0\]=2: expected 1 \(grayscale\) or 3 \(RGB\)$"),
+    (dict(noise=-0.1), r"^data\.dataset\.noise=-0\.1: expected a number >= 0"),
+    (dict(seed=0.5), r"^data\.dataset\.seed=0\.5: expected an integer$"),
+])
+def test_bad_synthetic_options_name_the_config_key(kwargs, message):
+    with pytest.raises(SSLTrainError, match=message):
+        synthetic(**kwargs)
+
+
+def test_bad_image_folder_options_name_the_config_key(image_root):
+    with pytest.raises(SSLTrainError, match=r"^data\.dataset\.channels=4: expected 1 \(grayscale\) or 3 \(RGB\)$"):
+        image_folder(str(image_root), channels=4)
+    with pytest.raises(SSLTrainError, match=r"^data\.dataset\.image_size=\[32\]: expected 2 positive integers"):
+        image_folder(str(image_root), image_size=[32])

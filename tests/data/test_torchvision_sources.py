@@ -22,7 +22,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, STL10, SVHN
 
 from ssl_train.data.datasets import cifar10, cifar100, stl10, svhn
 from ssl_train.errors import SSLTrainError
-from ssl_train.train import train
+from ssl_train.run.training import train
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 STL10_NAMES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssl_train.data.samples import sample_ids
 from ssl_train.errors import SSLTrainError
-from ssl_train.eval_cli import data_config
 from ssl_train.evaluation.pipeline import EvalOptions, evaluate
-from ssl_train.evaluation.samples import sample_ids
-from ssl_train.export.checkpoint import load_run
 from ssl_train.export.measure import threads
 from ssl_train.export.pipeline import ExportOptions, export_checkpoint
-from ssl_train.export.torchscript import load_torchscript
+from ssl_train.run.artifacts import load_torchscript
+from ssl_train.run.checkpoint import load_run
+from ssl_train.run.data import data_config
 
 QUICK = dict(bootstrap=200)
 FIGURES = {"confusion matrix", "reliability diagram", "accuracy under corruptions", "pseudo-label shares",
@@ -103,7 +103,7 @@ def test_the_fitted_temperature_carries_into_export(evaluated, digits_ckpt, tmp_
 
 
 def test_a_fixmatch_run_shows_its_mask_ratio_and_pseudo_label_accuracy(make_cfg, self_contained, tmp_path):
-    from ssl_train.train import train
+    from ssl_train.run.training import train
 
     train(make_cfg("algorithm=fixmatch", "algorithm.threshold=0.0", "trainer.max_steps=6"))
     ckpt = next((tmp_path / "checkpoints").glob("best-*.ckpt"))

@@ -7,12 +7,14 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from ssl_train.distill_cli import distill
-from ssl_train.export.checkpoint import load_run
+from ssl_train.errors import SSLTrainError
+from ssl_train.export.distill import distill
 from ssl_train.models.classifier import Classifier
 from ssl_train.models.cnn import SmallCNN
+from ssl_train.run.checkpoint import load_run
 
 FAST = ["trainer.accelerator=cpu", "trainer.max_steps=4", "trainer.val_check_interval=2",
         "trainer.enable_progress_bar=false", "+data.batch_size=10", "+data.mu=2"]
@@ -30,7 +32,9 @@ def test_distillation_step_is_the_hinton_loss_by_hand(digits_ckpt, compose_cfg, 
     cfg = compose_cfg("distill", [f"teacher_ckpt={digits_ckpt}", "algorithm.temperature=3.0",
                                      "algorithm.alpha=0.7", f"algorithm.view={view}"])
     student = Classifier(SmallCNN((1, 8, 8), 10, widths=(4, 4, 4)), [0.3], [0.4])
-    module = instantiate(cfg.algorithm, net=student, num_classes=10, optimizer=instantiate(cfg.optimizer))
+    teacher = load_run(digits_ckpt).network
+    module = instantiate(cfg.algorithm, net=student, num_classes=10, optimizer=instantiate(cfg.optimizer),
+                         teacher=teacher)
     gen = torch.Generator().manual_seed(0)
     x_lb, x_ulb = torch.rand(3, 1, 8, 8, generator=gen), torch.rand(5, 1, 8, 8, generator=gen)
     y = torch.tensor([0, 4, 9])
@@ -40,7 +44,7 @@ def test_distillation_step_is_the_hinton_loss_by_hand(digits_ckpt, compose_cfg, 
 
     with torch.no_grad():
         zs = student(torch.cat([x_lb, x_ulb]))  # one forward over both, as the step does (batch norm in train mode)
-        zt = load_run(digits_ckpt).network(torch.cat([x_lb, x_ulb]))
+        zt = teacher(torch.cat([x_lb, x_ulb]))
     T, alpha = 3.0, 0.7
     ce = -(zs[:3] - torch.log(torch.exp(zs[:3]).sum(-1, keepdim=True)))[torch.arange(3), y].mean()
     assert out.sup.item() == pytest.approx((alpha * T * T * hand_kl(zs[:3], zt[:3], T) + (1 - alpha) * ce).item(),
@@ -66,3 +70,13 @@ def test_ssl_distill_trains_a_smaller_student_on_the_teachers_splits_and_exports
     meta = json.loads((tmp_path / "metadata.json").read_text())
     assert meta["training"]["algorithm"] == "Distillation" and set(meta["artifacts"]) == {"model.ts", "model_int8.ts"}
     assert meta["model"]["num_parameters"] == summary["student"]["parameters"]
+
+
+def test_a_teacher_with_other_classes_is_refused(digits_ckpt, compose_cfg):
+    cfg = compose_cfg("distill", [f"teacher_ckpt={digits_ckpt}"])
+    student = Classifier(SmallCNN((1, 8, 8), 3, widths=(4, 4, 4)), [0.3], [0.4])
+    with pytest.raises(InstantiationException) as error:
+        instantiate(cfg.algorithm, net=student, num_classes=3, optimizer=instantiate(cfg.optimizer),
+                    teacher=load_run(digits_ckpt).network)
+    assert isinstance(error.value.__cause__, SSLTrainError)
+    assert "the teacher has 10 classes, the data 3" in str(error.value.__cause__)

@@ -14,12 +14,13 @@ import torch
 from torch import nn
 
 from ssl_train.errors import SSLTrainError
-from ssl_train.export.checkpoint import load_run
 from ssl_train.export.pt2 import export_onnx, onnx_available
 from ssl_train.export.quantize import quantize_int8
-from ssl_train.export.torchscript import export_torchscript, load_torchscript
+from ssl_train.export.torchscript import export_torchscript
 from ssl_train.models.classifier import Classifier
 from ssl_train.models.mlp import MLP
+from ssl_train.run.artifacts import load_torchscript
+from ssl_train.run.checkpoint import load_run
 
 ARTIFACTS = ("model.ts", "model_int8.ts", "model.pt2")
 

@@ -2,6 +2,8 @@ import pytest
 import torch
 from torch import nn
 
+from ssl_train.errors import SSLTrainError
+from ssl_train.models.classifier import Classifier
 from ssl_train.models.cnn import SmallCNN
 from ssl_train.models.mlp import MLP
 from ssl_train.models.resnet import ResNet18
@@ -101,7 +103,7 @@ def test_wrn_follows_reference_hyperparameters():
     assert [g[0].conv1.out_channels for g in (model.block1, model.block2, model.block3)] == [32, 64, 128]
     assert [len(g) for g in (model.block1, model.block2, model.block3)] == [4, 4, 4]
     assert torch.all(model.head.bias == 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(SSLTrainError, match=r"^model\.depth=27: WideResNet depth must be 6n\+4 \(10, 16, 22, 28, "):
         WideResNet((3, 32, 32), 10, depth=27)
 
 
@@ -119,8 +121,66 @@ def test_small_cnn_accepts_any_size_from_8(input_shape):
 
 
 def test_small_cnn_rejects_too_small_input():
-    with pytest.raises(ValueError):
+    with pytest.raises(SSLTrainError, match=r"^model=SmallCNN needs images of at least 8x8 pixels, got "
+                                            r"input_shape=\(1, 7, 8\)"):
         SmallCNN((1, 7, 8), 10)
+
+
+@pytest.mark.parametrize("factory, kwargs, message", [
+    (SmallCNN, dict(widths=[0, 1, 2]), r"^model\.widths=\[0, 1, 2\]: expected 3 positive integers"),
+    (SmallCNN, dict(widths=[8, 16]), r"^model\.widths=\[8, 16\]: expected 3 positive integers"),
+    (SmallCNN, dict(widths="wide"), r"^model\.widths='wide': expected 3 positive integers"),
+    (SmallCNN, dict(widths=[8, 16.5, 32]), r"^model\.widths=\[8, 16\.5, 32\]: expected 3 positive integers"),
+    (MLP, dict(hidden=[0]), r"^model\.hidden=\[0\]: expected a list of positive integers"),
+    (MLP, dict(hidden=[32, -4]), r"^model\.hidden=\[32, -4\]: expected a list of positive integers"),
+    (MLP, dict(hidden=256), r"^model\.hidden=256: expected a list of positive integers"),
+    (MLP, dict(dropout=1.0), r"^model\.dropout=1\.0: expected a dropout probability in \[0, 1\)$"),
+    (MLP, dict(dropout=-0.1), r"^model\.dropout=-0\.1: expected a dropout probability in \[0, 1\)$"),
+    (MLP, dict(dropout="high"), r"^model\.dropout='high': expected a dropout probability"),
+    (WideResNet, dict(depth=11), r"^model\.depth=11: WideResNet depth must be 6n\+4"),
+    (WideResNet, dict(depth=4), r"^model\.depth=4: WideResNet depth must be 6n\+4"),
+    (WideResNet, dict(depth=-2), r"^model\.depth=-2: WideResNet depth must be 6n\+4"),
+    (WideResNet, dict(depth="28"), r"^model\.depth='28': WideResNet depth must be 6n\+4"),
+    (WideResNet, dict(widen_factor=0), r"^model\.widen_factor=0: expected a positive integer"),
+    (WideResNet, dict(drop_rate=1.5), r"^model\.drop_rate=1\.5: expected a dropout probability in \[0, 1\)$"),
+    (wrn_28_2, dict(drop_rate=-1), r"^model\.drop_rate=-1: expected a dropout probability"),
+    (wrn_28_8, dict(drop_rate=1), r"^model\.drop_rate=1: expected a dropout probability"),
+    (ResNet18, dict(small_input="yes"), r"^model\.small_input='yes': expected true \(CIFAR stem\), false"),
+])
+def test_bad_model_options_name_the_config_key(factory, kwargs, message):
+    shape = (1, 8, 8) if factory in (SmallCNN, MLP) else (3, 32, 32)
+    with pytest.raises(SSLTrainError, match=message) as err:
+        factory(input_shape=shape, num_classes=NUM_CLASSES, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("factory", [SmallCNN, MLP, wrn_28_2, ResNet18], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("input_shape, num_classes, message", [
+    ((1, 8), 10, r"input_shape=\[1, 8\] \(from the data\): expected 3 positive integers"),
+    ((0, 8, 8), 10, r"input_shape=\[0, 8, 8\] \(from the data\): expected 3 positive integers"),
+    ((1, 8, 8), 0, r"num_classes=0 \(from the data\): expected a positive integer"),
+])
+def test_bad_data_shapes_are_refused_by_every_model(factory, input_shape, num_classes, message):
+    with pytest.raises(SSLTrainError, match=r"^model=\w+: " + message):
+        factory(input_shape=input_shape, num_classes=num_classes)
+
+
+def test_classifier_refuses_bad_normalization_and_non_backbones():
+    backbone = MLP((1, 8, 8), 10, hidden=(8,))
+    Classifier(backbone, [0.3], [0.2])  # the ordinary case
+    for mean, std in (([0.3], [0.0]), ([0.3, 0.1], [0.2, 0.2, 0.2]), ([], []), ([float("nan")], [0.2]), (["a"], [1])):
+        with pytest.raises(SSLTrainError, match=r"^input normalization mean=.*: expected one finite value per image"):
+            Classifier(backbone, mean, std)
+    with pytest.raises(SSLTrainError, match=r"^model: Linear is not a backbone of ssl_train\.models"):
+        Classifier(nn.Linear(2, 2), [0.3], [0.2])
+
+
+def test_models_accept_hydra_list_configs():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"shape": [1, 8, 8], "widths": [4, 8, 8], "hidden": [16]})
+    assert SmallCNN(cfg.shape, 10, widths=cfg.widths).feature_dim == 8
+    assert MLP(cfg.shape, 10, hidden=cfg.hidden).feature_dim == 16
 
 
 def test_resnet_stem_selection():

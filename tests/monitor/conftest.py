@@ -1,33 +1,16 @@
-"""Monitor fixtures: the shared trained digits run (`digits_ckpt`, tests/conftest.py), its test split, and a
-small synthetic profile for fast statistical checks."""
+"""Monitor fixtures: a small synthetic profile for fast statistical checks (the trained digits run and its
+test split are shared: tests/conftest.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 
-from ssl_train.export.checkpoint import load_run
 from ssl_train.models.classifier import Classifier
 from ssl_train.models.mlp import MLP
-from ssl_train.monitor.profile import ProfileOptions, build_profile, model_spec
+from ssl_train.run.profile import ProfileOptions, build_profile, model_spec
 
 SHAPE = (1, 4, 4)
-
-
-@pytest.fixture(scope="session")
-def run_dir(digits_ckpt) -> Path:
-    return digits_ckpt.parent.parent
-
-
-@pytest.fixture(scope="session")
-def digits_test(digits_ckpt) -> tuple[torch.Tensor, torch.Tensor]:
-    """The run's test split as (pixels in [0, 1], labels): never seen by its reference profile (validation)."""
-    datamodule = load_run(digits_ckpt).datamodule()
-    batch = datamodule.test[np.arange(len(datamodule.test))]
-    return batch["x"].float() * datamodule.source.scale, batch["y"]
 
 
 def synthetic_images(n: int, seed: int, shift: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from hydra.utils import instantiate
 from PIL import Image
 
 from ssl_train.errors import SSLTrainError
-from ssl_train.monitor_cli import DRIFT_EXIT_CODE, monitor
+from ssl_train.monitor.pipeline import monitor
+from ssl_train.monitor_cli import DRIFT_EXIT_CODE
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -23,6 +25,11 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def run_cli(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ssl_train.monitor_cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+def run_monitor(cfg) -> dict:
+    """What `ssl-monitor` runs for a composed config."""
+    return monitor(cfg.reference, cfg.input, cfg.paths.output_dir, instantiate(cfg.monitor), cfg.seed)
 
 
 @pytest.fixture
@@ -85,7 +92,7 @@ def test_image_folder_input(cfg, run_dir, digits_test, tmp_path):
     folder.mkdir()
     for i, x in enumerate(digits_test[0][:200]):
         Image.fromarray((x[0].numpy() * 255).round().astype(np.uint8)).save(folder / f"{i:03d}.png")
-    report = monitor(cfg(run_dir, folder, tmp_path / "out"))
+    report = run_monitor(cfg(run_dir, folder, tmp_path / "out"))
     assert report["input"]["sources"][0]["kind"] == "folder" and report["samples"] == 200
     assert not report["drift"]
 
@@ -94,7 +101,7 @@ def test_sliding_windows_find_where_the_drift_starts(cfg, run_dir, digits_test, 
     x = digits_test[0]
     rotated = TF.rotate(x, 20.0, interpolation=TF.InterpolationMode.BILINEAR)
     np.save(tmp_path / "stream.npy", torch.cat([x, rotated]).numpy())
-    report = monitor(cfg(run_dir, tmp_path / "stream.npy", tmp_path / "out", "monitor.window=150"))
+    report = run_monitor(cfg(run_dir, tmp_path / "stream.npy", tmp_path / "out", "monitor.window=150"))
     windows = report["windows"]
     assert len(windows) == 6 and report["drift"]
     assert sum(w["drift"] for w in windows[:3]) <= 1 and all(w["drift"] for w in windows[3:])
@@ -130,7 +137,7 @@ def test_bad_input_leaves_earlier_results(cfg, run_dir, digits_test, tmp_path, c
         path = tmp_path / "x.npy"
         np.save(path, digits_test[0].numpy())
     with pytest.raises(SSLTrainError) as error:
-        monitor(cfg(reference, path, out))
+        run_monitor(cfg(reference, path, out))
     assert message.format(path=path, reference=reference) in str(error.value)
     assert sorted(p.name for p in out.iterdir()) == ["drift.json"]
     assert (out / "drift.json").read_text() == '{"earlier": true}\n'

@@ -11,6 +11,7 @@ import torch
 from scipy import stats
 
 from ssl_train.monitor import statistics as S
+from ssl_train.run.profile import bin_counts, quantile_edges
 
 
 def naive_mmd2(x: np.ndarray, y: np.ndarray, sigma: float) -> float:
@@ -96,24 +97,15 @@ def test_psi_test_holds_its_level_under_no_shift():
     alarms, fixed_threshold = [], []
     for _ in range(400):
         reference = rng.beta(5, 1, size=150)
-        edges = S.quantile_edges(reference, 10)
-        value, p_value = S.psi_test(S.bin_counts(reference, edges), S.bin_counts(rng.beta(5, 1, size=200), edges))
+        edges = quantile_edges(reference, 10)
+        value, p_value = S.psi_test(bin_counts(reference, edges), bin_counts(rng.beta(5, 1, size=200), edges))
         alarms.append(p_value <= 0.05)
         fixed_threshold.append(value >= 0.1)
     assert 0.02 <= np.mean(alarms) <= 0.08
     assert np.mean(fixed_threshold) > 0.15  # the conventional 0.1 "moderate" threshold at these sizes
-    edges = S.quantile_edges(rng.beta(5, 1, size=150), 10)
-    shifted = S.psi_test(np.full(10, 15), S.bin_counts(rng.beta(2, 1, size=200), edges))
+    edges = quantile_edges(rng.beta(5, 1, size=150), 10)
+    shifted = S.psi_test(np.full(10, 15), bin_counts(rng.beta(2, 1, size=200), edges))
     assert shifted[1] <= 1e-3
-
-
-def test_quantile_edges_and_bin_counts():
-    values = np.arange(100.0)
-    edges = S.quantile_edges(values, 4)
-    assert edges == pytest.approx([24.75, 49.5, 74.25])
-    assert S.bin_counts(values, edges).tolist() == [25, 25, 25, 25]
-    assert S.bin_counts(np.array([-5.0, 24.75, 1e9]), edges).tolist() == [1, 1, 0, 1]
-    assert len(S.quantile_edges(np.ones(50), 10)) == 1  # ties merge into one edge
 
 
 def test_class_shift_test_is_pearsons_homogeneity_test():
@@ -155,35 +147,6 @@ def test_expected_accuracy_by_hand_with_and_without_prior_weights():
     assert S.expected_accuracy(probs) == pytest.approx((0.9 + 0.6 + 0.7) / 3)
     # Class 1 absent in the new data (w = 0): every prediction of class 0 is sure, every one of class 1 wrong.
     assert S.expected_accuracy(probs, np.array([2.0, 0.0])) == pytest.approx((1 + 0 + 1) / 3)
-
-
-def test_fit_temperature_recovers_the_temperature_that_generated_the_labels():
-    rng = np.random.default_rng(5)
-    logits = rng.normal(scale=3.0, size=(4000, 5))
-    probs = torch.tensor(logits / 2.0).softmax(1).numpy()
-    labels = np.array([rng.choice(5, p=p) for p in probs])
-    assert S.fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.08)
-
-
-def test_expected_calibration_error_by_hand():
-    confidence = np.array([0.95, 0.95, 0.55, 0.65])
-    correct = np.array([1, 0, 1, 1])
-    # Bins of width 1/15: {0.95, 0.95} → |0.5 − 0.95|; {0.55} → |1 − 0.55|; {0.65} → |1 − 0.65|.
-    expected = (2 * 0.45 + 0.45 + 0.35) / 4
-    assert S.expected_calibration_error(confidence, correct) == pytest.approx(expected)
-
-
-def test_pca_basis_is_orthonormal_and_residual_is_the_distance_to_the_subspace():
-    gen = torch.Generator().manual_seed(6)
-    x = torch.randn(200, 3, generator=gen) @ torch.randn(3, 8, generator=gen) + 0.01 * torch.randn(200, 8,
-                                                                                                 generator=gen)
-    mean, basis, explained = S.fit_pca(x, 3)
-    assert torch.allclose(basis.T @ basis, torch.eye(3), atol=1e-5)
-    assert float(explained.sum()) > 0.99
-    scores, residual = S.project(x, mean, basis)
-    reconstructed = scores @ basis.T + mean
-    assert torch.allclose(residual, (x - reconstructed).norm(dim=1), atol=1e-5)
-    assert float(residual.max()) < 0.1
 
 
 def test_bonferroni():

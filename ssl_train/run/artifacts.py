@@ -1,4 +1,4 @@
-"""The model under evaluation: an ssl-train checkpoint or an exported model (model.ts, model.pt2).
+"""Any model file → a predictor: an ssl-train checkpoint or an exported model (model.ts, model.pt2).
 
 A checkpoint knows its run: config (hence the exact data splits), classes and
 training logs beside it. An exported model knows only pixels → logits; the data
@@ -9,22 +9,46 @@ the file, supplies class names and the training seed to check against.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from ssl_train.errors import SSLTrainError
-from ssl_train.export.artifact import sha256_file
-from ssl_train.export.checkpoint import LoadedRun, load_run
+from ssl_train.errors import SSLTrainError, first_line
+from ssl_train.io import sha256_file
+from ssl_train.run.checkpoint import LoadedRun, load_run
+from ssl_train.run.safety import Trust
 
 EXPORTED = {".ts": "TorchScript", ".pt2": "torch.export program"}
 
 
+@contextmanager
+def quiet_deprecations() -> Iterator[None]:
+    """Hide the deprecation notices of torch.jit and torch.ao.quantization inside this block only."""
+    with warnings.catch_warnings():
+        for category in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category, message=r"(?s).*deprecat")
+        yield
+
+
+def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
+    with quiet_deprecations():
+        return torch.jit.load(str(path), map_location="cpu")
+
+
+def load_program(path: str | Path) -> nn.Module:
+    """The runnable module of a saved torch.export program."""
+    return torch.export.load(str(path)).module()
+
+
 @dataclass
-class EvalModel:
+class LoadedModel:
+    """A model file's predictor (float pixels in [0, 1], N×C×H×W → logits) and what is known about it."""
+
     path: Path
     kind: str                       # "checkpoint", "TorchScript" or "torch.export program"
     sha256: str
@@ -50,25 +74,20 @@ class EvalModel:
         return ((self.metadata or {}).get("training") or {}).get("seed")
 
 
-def load_model(path: str | Path) -> EvalModel:
+def load_model(path: str | Path, trust: Trust | None = None) -> LoadedModel:
     """Load a checkpoint (any suffix but .ts/.pt2) or an exported model; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise SSLTrainError(f"ckpt_path={path}: no such file")
     kind = EXPORTED.get(path.suffix)
     if kind is None:
-        run = load_run(path)
+        run = load_run(path, trust=trust)
         network = run.network.eval()
-        return EvalModel(path, "checkpoint", run.sha256, network, run=run)
-    from ssl_train.export.pt2 import load_program
-    from ssl_train.export.torchscript import load_torchscript
-
+        return LoadedModel(path, "checkpoint", run.sha256, network, run=run)
     try:
         module = load_torchscript(path) if path.suffix == ".ts" else load_program(path)
     except Exception as exc:  # TorchScript and torch.export raise many types for foreign files
-        text = str(exc).strip().splitlines()
-        reason = text[0] if text else type(exc).__name__
-        raise SSLTrainError(f"{path} is not a loadable {kind} file ({reason})") from None
+        raise SSLTrainError(f"{path} is not a loadable {kind} file ({first_line(exc)})") from None
     metadata = None
     meta_path = path.parent / "metadata.json"
     if meta_path.is_file():
@@ -76,10 +95,10 @@ def load_model(path: str | Path) -> EvalModel:
             metadata = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
             metadata = None
-    return EvalModel(path, kind, sha256_file(path), module, metadata=metadata)
+    return LoadedModel(path, kind, sha256_file(path), module, metadata=metadata)
 
 
-def output_classes(model: EvalModel, sample: Tensor, shape: tuple[int, ...], data_name: str) -> int:
+def output_classes(model: LoadedModel, sample: Tensor, shape: tuple[int, ...], data_name: str) -> int:
     """The number of logits the model returns for `sample`; a model that rejects the data's images is an error."""
     try:
         with torch.inference_mode():

@@ -8,13 +8,15 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 
-from ssl_train.evaluation.calibration import (
+from ssl_train.calibration import (
     calibration_errors,
+    expected_calibration_error,
     fit_temperature,
     fold_temperature,
     nll,
     reliability_bins,
 )
+from ssl_train.errors import SSLTrainError
 from ssl_train.models.classifier import Classifier
 from ssl_train.models.cnn import SmallCNN
 
@@ -69,9 +71,9 @@ def test_folded_temperature_divides_the_logits_exactly():
     folded = fold_temperature(net, 1.7)
     torch.testing.assert_close(folded(x), net(x) / 1.7)
     torch.testing.assert_close(net(x).argmax(-1), folded(x).argmax(-1))
-    with pytest.raises(ValueError):
+    with pytest.raises(SSLTrainError):
         fold_temperature(net, 0.0)
-    with pytest.raises(ValueError, match="no linear 'head'"):
+    with pytest.raises(SSLTrainError, match="no linear 'head'"):
         fold_temperature(torch.nn.Sequential(torch.nn.Flatten()), 2.0)
 
 
@@ -79,3 +81,19 @@ def test_nll_is_cross_entropy():
     logits, labels = torch.randn(10, 3), torch.randint(0, 3, (10,))
     assert nll(logits, labels, 2.0) == pytest.approx(float(F.cross_entropy(logits / 2.0, labels)), rel=1e-6)
     assert np.isfinite(nll(logits, labels))
+
+
+def test_fit_temperature_recovers_the_temperature_that_generated_the_labels():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(scale=3.0, size=(4000, 5))
+    probs = torch.tensor(logits / 2.0).softmax(1).numpy()
+    labels = np.array([rng.choice(5, p=p) for p in probs])
+    assert fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.08)
+
+
+def test_expected_calibration_error_by_hand():
+    confidence = np.array([0.95, 0.95, 0.55, 0.65])
+    correct = np.array([1, 0, 1, 1])
+    # Bins of width 1/15: {0.95, 0.95} → |0.5 − 0.95|; {0.55} → |1 − 0.55|; {0.65} → |1 − 0.65|.
+    expected = (2 * 0.45 + 0.45 + 0.35) / 4
+    assert expected_calibration_error(confidence, correct) == pytest.approx(expected)

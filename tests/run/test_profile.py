@@ -10,10 +10,20 @@ import pytest
 import torch
 
 from ssl_train.errors import SSLTrainError
-from ssl_train.export.checkpoint import load_run
 from ssl_train.export.pipeline import ExportOptions, export_checkpoint
-from ssl_train.monitor.profile import PROFILE_FILE, SUMMARY_FILE, load_profile, profile_checkpoint, resolve_reference
-from ssl_train.train import train
+from ssl_train.run.checkpoint import load_run
+from ssl_train.run.profile import (
+    PROFILE_FILE,
+    SUMMARY_FILE,
+    bin_counts,
+    fit_pca,
+    load_profile,
+    profile_checkpoint,
+    project,
+    quantile_edges,
+    resolve_reference,
+)
+from ssl_train.run.training import train
 
 
 def test_training_saves_the_profile_of_the_tested_model(run_dir):
@@ -97,3 +107,25 @@ def test_without_a_best_checkpoint_the_final_weights_are_profiled(make_cfg, tmp_
     profile = load_profile(tmp_path / PROFILE_FILE)
     assert profile.source["checkpoint"] is None and profile.source["weights"].startswith("final")
     assert json.loads((tmp_path / "pool_check.json").read_text())["classes"]["samples"] > 0
+
+
+def test_quantile_edges_and_bin_counts():
+    values = np.arange(100.0)
+    edges = quantile_edges(values, 4)
+    assert edges == pytest.approx([24.75, 49.5, 74.25])
+    assert bin_counts(values, edges).tolist() == [25, 25, 25, 25]
+    assert bin_counts(np.array([-5.0, 24.75, 1e9]), edges).tolist() == [1, 1, 0, 1]
+    assert len(quantile_edges(np.ones(50), 10)) == 1  # ties merge into one edge
+
+
+def test_pca_basis_is_orthonormal_and_residual_is_the_distance_to_the_subspace():
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(200, 3, generator=gen) @ torch.randn(3, 8, generator=gen) + 0.01 * torch.randn(200, 8,
+                                                                                                 generator=gen)
+    mean, basis, explained = fit_pca(x, 3)
+    assert torch.allclose(basis.T @ basis, torch.eye(3), atol=1e-5)
+    assert float(explained.sum()) > 0.99
+    scores, residual = project(x, mean, basis)
+    reconstructed = scores @ basis.T + mean
+    assert torch.allclose(residual, (x - reconstructed).norm(dim=1), atol=1e-5)
+    assert float(residual.max()) < 0.1

@@ -16,8 +16,6 @@ else; it is read with `torch.load(weights_only=True)`. `reference_profile.json` 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -27,11 +25,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssl_train.calibration import expected_calibration_error, fit_temperature
 from ssl_train.errors import SSLTrainError, first_line
-from ssl_train.export.checkpoint import build_network, load_run
-from ssl_train.io import write_json_atomic
+from ssl_train.io import write_atomic, write_json_atomic
 from ssl_train.models.classifier import Classifier
-from ssl_train.monitor import statistics as S
+from ssl_train.run.batches import float_batches
+from ssl_train.run.checkpoint import build_network, load_run
+from ssl_train.run.safety import Trust
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,10 @@ class ReferenceProfile:
         counts = self.confusion.sum(1).double().numpy()
         return counts / max(counts.sum(), 1)
 
-    def network(self, source: str | Path = "reference profile") -> Classifier:
+    def network(self, source: str | Path = "reference profile", trust: Trust | None = None) -> Classifier:
         m = self.model
         return build_network(m["config"], m["classes"], m["input_shape"], m["mean"], m["std"], m["state_dict"],
-                             source)
+                             source, trust)
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, **{f.name: getattr(self, f.name) for f in fields(self)}}
@@ -191,7 +191,7 @@ def build_profile(network: Classifier, batches: Iterable[tuple[Tensor, Tensor]],
     feats, logits, labels = torch.cat(feats), torch.cat(logits), torch.cat(labels).long()
     num_classes = len(spec["classes"])
 
-    temperature = S.fit_temperature(logits.numpy(), labels.numpy())
+    temperature = fit_temperature(logits.numpy(), labels.numpy())
     probs = (logits.double() / temperature).softmax(1)
     confidence, predicted = probs.max(1)
     raw_confidence = logits.double().softmax(1).max(1).values
@@ -209,14 +209,14 @@ def build_profile(network: Classifier, batches: Iterable[tuple[Tensor, Tensor]],
             pool = [forward_outputs(network, x.to(device, torch.float32))[0].float().cpu() for x in basis_batches]
             if pool and sum(len(p) for p in pool) > options.pca_components:
                 fit, pca_fit_on = torch.cat(pool), "other split"
-        mean, basis, explained = S.fit_pca(fit, options.pca_components)
+        mean, basis, explained = fit_pca(fit, options.pca_components)
     else:
         mean, basis = torch.zeros(sample.shape[1]), torch.eye(sample.shape[1])
         explained = torch.ones(sample.shape[1]) / sample.shape[1]
-    embeddings, residuals = S.project(sample, mean, basis)
+    embeddings, residuals = project(sample, mean, basis)
 
     conf = confidence.numpy()
-    edges = S.quantile_edges(conf, options.psi_bins)
+    edges = quantile_edges(conf, options.psi_bins)
     mean_px = sums / pixels
     std_px = (sq / pixels - mean_px.square()).clamp_min(0).sqrt()
     return ReferenceProfile(
@@ -224,13 +224,44 @@ def build_profile(network: Classifier, batches: Iterable[tuple[Tensor, Tensor]],
         samples=len(labels), feature_dim=int(feats.shape[1]), embeddings=embeddings, residuals=residuals,
         pca_mean=mean, pca_basis=basis, pca_explained=explained, temperature=temperature,
         confidences=confidence.float(), psi_edges=torch.as_tensor(edges), psi_counts=torch.as_tensor(
-            S.bin_counts(conf, edges)), histogram_counts=histogram(confidence, options.histogram_bins),
+            bin_counts(conf, edges)), histogram_counts=histogram(confidence, options.histogram_bins),
         predicted_counts=torch.bincount(predicted, minlength=num_classes), confusion=confusion,
         accuracy=float(correct.mean()), expected_accuracy=float(conf.mean()),
-        ece=S.expected_calibration_error(raw_confidence.numpy(), correct),
-        ece_calibrated=S.expected_calibration_error(conf, correct),
+        ece=expected_calibration_error(raw_confidence.numpy(), correct),
+        ece_calibrated=expected_calibration_error(conf, correct),
         channel_mean=mean_px.tolist(), channel_std=std_px.tolist(), resize_images=resize_images,
         pca_fit_on=pca_fit_on, options=asdict(options))
+
+
+def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:
+    """Interior bin edges at the reference quantiles (equal-mass bins; repeated edges merged)."""
+    edges = np.quantile(np.asarray(reference, dtype=float), np.linspace(0, 1, bins + 1)[1:-1])
+    return np.unique(edges)
+
+
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts of `values` in the len(edges)+1 bins (-inf, e0), [e0, e1), ..., [e_last, inf)."""
+    return np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+
+
+def fit_pca(x: Tensor, components: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean, basis d×k, explained variance ratio) of the top-k principal components, by an exact SVD."""
+    x = x.double()
+    mean = x.mean(0)
+    _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    k = min(components, vh.shape[0])
+    variance = s.square()
+    ratio = variance[:k] / variance.sum().clamp_min(1e-12)
+    return mean.float(), vh[:k].T.float().contiguous(), ratio.float()
+
+
+def project(x: Tensor, mean: Tensor, basis: Tensor) -> tuple[Tensor, Tensor]:
+    """(PCA scores, norm of the residual off the kept subspace): the residual catches shift the top
+    components do not span (new activation directions under noise, for instance)."""
+    centered = x.float() - mean
+    scores = centered @ basis
+    residual = (centered - scores @ basis.T).norm(dim=1)
+    return scores, residual
 
 
 def histogram(values: Tensor, bins: int) -> Tensor:
@@ -242,8 +273,6 @@ def histogram(values: Tensor, bins: int) -> Tensor:
 def profile_run(network: Classifier, datamodule, config: dict, classes: list[str], input_shape, mean, std,
                 source: dict, options: ProfileOptions | None = None) -> ReferenceProfile:
     """Profile a trained network on its run's held-out split (the data module is set up)."""
-    from ssl_train.export.measure import float_batches
-
     options = options or ProfileOptions()
     subset = getattr(datamodule, options.split, None)
     if subset is None or options.split not in ("val", "test"):
@@ -260,9 +289,10 @@ def profile_run(network: Classifier, datamodule, config: dict, classes: list[str
 
 
 def profile_checkpoint(path: str | Path, options: ProfileOptions | None = None, datamodule=None,
-                       option: str = "reference", device: torch.device | str | None = None) -> ReferenceProfile:
+                       option: str = "reference", device: torch.device | str | None = None,
+                       trust: Trust | None = None) -> ReferenceProfile:
     """The profile of a checkpoint's evaluated weights, on its run's held-out split (rebuilt unless given)."""
-    run = load_run(path, option)
+    run = load_run(path, option, trust)
     if device is not None:
         run.network.to(device)
     datamodule = datamodule if datamodule is not None else run.datamodule()
@@ -273,19 +303,9 @@ def profile_checkpoint(path: str | Path, options: ProfileOptions | None = None, 
 
 
 def save_profile(profile: ReferenceProfile, directory: str | Path) -> Path:
-    """Write reference_profile.pt (atomically) and its JSON summary into `directory`."""
+    """Write reference_profile.pt and its JSON summary into `directory`, each atomically."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / PROFILE_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{PROFILE_FILE}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(profile.to_dict(), tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = write_atomic(directory / PROFILE_FILE, lambda tmp: torch.save(profile.to_dict(), tmp))
     write_json_atomic(directory / SUMMARY_FILE, profile.summary())
     return path
 
@@ -307,7 +327,8 @@ def load_profile(path: str | Path) -> ReferenceProfile:
         raise SSLTrainError(f"{path}: malformed reference profile ({first_line(exc)})") from None
 
 
-def resolve_reference(path: str | Path, options: ProfileOptions | None = None) -> tuple[ReferenceProfile, str, bool]:
+def resolve_reference(path: str | Path, options: ProfileOptions | None = None,
+                      trust: Trust | None = None) -> tuple[ReferenceProfile, str, bool]:
     """(profile, where it came from, whether it was built now) for a profile, a checkpoint, or a directory.
 
     A run or export directory without a profile (made before profiles existed) gets one built from its best
@@ -322,7 +343,7 @@ def resolve_reference(path: str | Path, options: ProfileOptions | None = None) -
             raise SSLTrainError(f"reference={path}: the directory holds no {PROFILE_FILE} and no checkpoint "
                                 f"(checkpoints/best-*.ckpt or an export's metadata.json) to build one from")
         log.info("no %s in %s: building one from %s", PROFILE_FILE, path, checkpoint)
-        return profile_checkpoint(checkpoint, options), str(checkpoint), True
+        return profile_checkpoint(checkpoint, options, trust=trust), str(checkpoint), True
     if not path.is_file():
         raise SSLTrainError(f"reference={path}: no such file or directory")
     try:
@@ -333,7 +354,7 @@ def resolve_reference(path: str | Path, options: ProfileOptions | None = None) -
     if isinstance(data, dict) and data.get("format") == FORMAT:
         return load_profile(path), str(path), False
     if isinstance(data, dict) and "ssl_train" in data:
-        return profile_checkpoint(path, options), str(path), True
+        return profile_checkpoint(path, options, trust=trust), str(path), True
     raise SSLTrainError(f"reference={path} is neither a reference profile nor an ssl-train checkpoint")
 
 

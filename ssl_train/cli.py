@@ -1,0 +1,70 @@
+"""What every command shares: where the configs are, one-line errors, the results table, the swept value.
+
+The commands (`train.py`, `*_cli.py`) are thin `@hydra.main` functions over the tools; this module is
+their plumbing, so no command imports another.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from ssl_train.errors import SSLTrainError, first_line
+
+REPORTED = ("test/acc", "test/f1_macro", "test/ece", "val/acc_best", "train/time_s")
+
+
+def run_cli(task: Callable[[DictConfig], object], cfg: DictConfig):
+    """Run an entry point's task; user errors become one line on stderr and exit status 1.
+
+    The working directory joins the import path (last, so it shadows no installed package), as it would for
+    `python -m`: a user's own `model._target_=mymodule.MyNet` is found beside where the command runs.
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        return task(cfg)
+    except InstantiationException as exc:  # a `_target_` refused its config values: say why, not where
+        print(f"error: {instantiation_message(exc)}", file=sys.stderr)
+        sys.exit(1)
+    except (SSLTrainError, OmegaConfBaseException, FileNotFoundError) as exc:
+        print(f"error: {first_line(exc)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def instantiation_message(exc: InstantiationException) -> str:
+    """One line for a constructor that refused its config: our own message as is; anything else (torch's own
+    checks, a TypeError for an unknown option) names the config node and its target, then the cause."""
+    if isinstance(exc.__cause__, SSLTrainError):
+        return first_line(exc.__cause__)
+    text = str(exc)
+    key = re.search(r"^full_key: (\S+)", text, re.MULTILINE)
+    head = text.strip().splitlines()[0] if text.strip() else ""
+    target = re.search(r"'([A-Za-z_][\w.]*)'", head) or re.search(r"partial\(([\w.]+), \.\.\.\)", head)
+    where = " ".join(part for part in (key and key.group(1), target and f"({target.group(1)})") if part)
+    if "Error locating target" in text:
+        reason = "no such class or function (_target_ must be an importable dotted path)"
+    else:
+        reason = first_line(exc.__cause__ if exc.__cause__ is not None else exc)
+    return f"{where or 'instantiate'}: {reason}"
+
+
+def results_table(cfg: DictConfig, metrics: dict) -> str:
+    title = (f"{cfg.algorithm._target_.rsplit('.', 1)[-1]} on {cfg.data.dataset._target_.rsplit('.', 1)[-1]}, "
+             f"{cfg.data.num_labels} labels, seed {cfg.seed}, {metrics.get('train/steps')} steps")
+    rows = [(k, f"{metrics[k]:.4f}" if k != "train/time_s" else f"{metrics[k]:.1f}") for k in REPORTED if k in metrics]
+    rows.append(("run dir", str(cfg.paths.output_dir)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join([title, "-" * len(title)] + [f"{k:<{width}}  {v}" for k, v in rows])
+
+
+def optimized_value(cfg: DictConfig, metrics: dict) -> float:
+    """What a Hydra sweeper optimizes: `cfg.optimized_metric` of the run (NaN when absent)."""
+    value = metrics.get(cfg.optimized_metric)
+    return float(value) if value is not None else float("nan")

@@ -1,0 +1,11 @@
+"""The run layer: what the tools share between the core (data, models, algorithms) and the commands.
+
+    config.py     the shipped configs: where they are, composing them from Python
+    safety.py     configs read from files: only ssl_train's own targets are instantiated
+    checkpoint.py a run checkpoint back to its network and data module
+    artifacts.py  exported models (TorchScript, torch.export) and any model file → a predictor
+    batches.py    float pixel batches of a data module split
+    data.py       a data config → a set-up data module
+    training.py   build, train and test one run from a composed config
+    profile.py    the reference profile of a trained model (what ssl-monitor compares against)
+"""

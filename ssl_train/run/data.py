@@ -1,0 +1,61 @@
+"""A data config → a set-up data module: one route for training, evaluation, audits and loaded runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra.errors import HydraException, InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ssl_train.data.datamodule import SSLDataModule
+from ssl_train.errors import SSLTrainError, first_line
+from ssl_train.run.safety import Trust, check_config
+
+
+def dataset_name(config: dict) -> str:
+    """The dataset's short name (`digits`, `image_folder`, ...) for titles and messages."""
+    return str((config.get("dataset") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
+
+
+def build_datamodule(config: DictConfig | dict, source: str | Path | None = None, trust: Trust | None = None,
+                     setup: Callable[[SSLDataModule], None] | None = SSLDataModule.setup) -> SSLDataModule:
+    """Instantiate and set up a data config.
+
+    `source` names the file the config was read from: its targets are then checked first
+    (`ssl_train.run.safety`). A config from the user's own command line is not.
+    """
+    if source is not None:  # before resolving: an interpolation in a file is refused, not evaluated
+        check_config(config, source, trust, where="data")
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    try:
+        datamodule: SSLDataModule = instantiate(config)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, SSLTrainError):
+            raise exc.__cause__ from None
+        raise SSLTrainError(f"{source or 'data'}: cannot build the {dataset_name(config)} data module "
+                            f"({first_line(exc)})") from None
+    except HydraException as exc:
+        raise SSLTrainError(f"{source or 'data'}: cannot build the {dataset_name(config)} data module "
+                            f"({first_line(exc)})") from None
+    if setup is not None:
+        setup(datamodule)
+    return datamodule
+
+
+def data_config(cfg: DictConfig) -> dict | None:
+    """A command's chosen data config (resolved), `data.root` moved to `data.dataset.root`; None when no data
+    was chosen."""
+    data = cfg.get("data")
+    if data is None or "_target_" not in data:
+        return None
+    data = OmegaConf.to_container(data, resolve=True)
+    root = data.pop("root", None)
+    if root is not None:
+        if "root" not in data.get("dataset", {}):
+            raise SSLTrainError(f"data.root={root}: the {dataset_name(data)} dataset reads no folder "
+                                "(data=image_folder does)")
+        data["dataset"]["root"] = root
+    return data
