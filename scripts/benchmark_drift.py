@@ -38,9 +38,9 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
+from ssl_train.calibration import expected_calibration_error
 from ssl_train.export.measure import cpu_name, threads
 from ssl_train.io import write_json_atomic, write_text_atomic
-from ssl_train.monitor import statistics as S
 from ssl_train.monitor.detector import TESTS, Monitor, MonitorOptions
 from ssl_train.run.checkpoint import load_run
 from ssl_train.run.config import compose
@@ -109,7 +109,7 @@ def run_scenario(monitor: Monitor, scenario: str, x, y, draws: int, size: int, s
         "true_accuracy": float(np.mean([r["true_accuracy"] for r in records])),
         "accuracy_mae": float(errors.mean()), "accuracy_error_p95": float(np.quantile(errors, 0.95)),
         "within_3_points": float(np.mean(errors <= 0.03)),
-        "ece": S.expected_calibration_error(np.concatenate(confidences), np.concatenate(correct)),
+        "ece": expected_calibration_error(np.concatenate(confidences), np.concatenate(correct)),
         "prior_adjusted_rate": float(np.mean([r["prior_adjusted"] for r in records])),
         "median_seconds": statistics.median(r["seconds"] for r in records),
         "windows": {  # per draw, compact

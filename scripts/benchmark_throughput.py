@@ -101,6 +101,7 @@ def framework_step(overrides: list[str], warmup: int) -> float:
 def data_pipeline_step(overrides: list[str], warmup: int, steps: int, device: torch.device) -> float:
     """Loader + transfer + view building, as the trainer runs them, without a model."""
     datamodule, model, _ = build(compose_config(overrides))
+    datamodule.views = model.unlabeled_views  # no trainer here to read them from
     stamps, loader = [], iter(datamodule.train_dataloader())
     for _ in range(warmup + steps):
         datamodule.on_after_batch_transfer(to_device(next(loader), device), 0)
@@ -150,6 +151,7 @@ def hand_written_step(overrides: list[str], warmup: int, steps: int, device: tor
                                 lr=0.03, momentum=0.9, nesterov=True)
     total = warmup + steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: losses.cosine_lr_factor(k, total))
+    datamodule.views = model.unlabeled_views  # no trainer here to read them from
     loader = iter(datamodule.train_dataloader())
     stamps = []
     for _ in range(total):
