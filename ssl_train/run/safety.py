@@ -14,6 +14,7 @@ is code.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ssl_train.errors import SSLTrainError
 from ssl_train.run.config import config_dir
+
+log = logging.getLogger(__name__)
 
 
 class UntrustedFileError(SSLTrainError):
@@ -52,6 +55,9 @@ class Trust:
         everything = cfg.get("trust_checkpoint", False)
         if not isinstance(everything, bool):  # bool("false") is True: a trust switch takes booleans only
             raise SSLTrainError(f"trust_checkpoint={everything!r}: expected true or false")
+        if everything:
+            log.warning("trust_checkpoint=true: the configs in the files this command reads may name any code, "
+                        "and it runs")
         return cls(tuple(str(t) for t in targets), everything)
 
     def allows(self, target: str) -> bool:
