@@ -11,9 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ssl_train.audit.pipeline import audit, check_leakage, summary_table
-from ssl_train.cli import run_cli
+from ssl_train.cli import data_config, run_cli
 from ssl_train.run.config import CONFIG_PATH
-from ssl_train.run.data import data_config
 
 
 def _task(cfg: DictConfig) -> dict:

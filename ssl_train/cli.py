@@ -1,4 +1,4 @@
-"""What every command shares: where the configs are, one-line errors, the results table, the swept value.
+"""What every command shares: one-line errors, the results table, the swept value, the data option.
 
 The commands (`train.py`, `*_cli.py`) are thin `@hydra.main` functions over the tools; this module is
 their plumbing, so no command imports another.
@@ -12,10 +12,11 @@ import sys
 from collections.abc import Callable
 
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_train.errors import SSLTrainError, first_line
+from ssl_train.run.data import dataset_name
 
 REPORTED = ("test/acc", "test/f1_macro", "test/ece", "val/acc_best", "train/time_s")
 
@@ -68,3 +69,19 @@ def optimized_value(cfg: DictConfig, metrics: dict) -> float:
     """What a Hydra sweeper optimizes: `cfg.optimized_metric` of the run (NaN when absent)."""
     value = metrics.get(cfg.optimized_metric)
     return float(value) if value is not None else float("nan")
+
+
+def data_config(cfg: DictConfig) -> dict | None:
+    """A command's chosen data config (resolved), `data.root` moved to `data.dataset.root`; None when no data
+    was chosen."""
+    data = cfg.get("data")
+    if data is None or "_target_" not in data:
+        return None
+    data = OmegaConf.to_container(data, resolve=True)
+    root = data.pop("root", None)
+    if root is not None:
+        if "root" not in data.get("dataset", {}):
+            raise SSLTrainError(f"data.root={root}: the {dataset_name(data)} dataset reads no folder "
+                                "(data=image_folder does)")
+        data["dataset"]["root"] = root
+    return data

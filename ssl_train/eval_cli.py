@@ -10,10 +10,9 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ssl_train.cli import run_cli
+from ssl_train.cli import data_config, run_cli
 from ssl_train.evaluation.pipeline import evaluate, summary_table
 from ssl_train.run.config import CONFIG_PATH
-from ssl_train.run.data import data_config
 from ssl_train.run.safety import Trust
 
 

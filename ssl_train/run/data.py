@@ -43,19 +43,3 @@ def build_datamodule(config: DictConfig | dict, source: str | Path | None = None
     if setup is not None:
         setup(datamodule)
     return datamodule
-
-
-def data_config(cfg: DictConfig) -> dict | None:
-    """A command's chosen data config (resolved), `data.root` moved to `data.dataset.root`; None when no data
-    was chosen."""
-    data = cfg.get("data")
-    if data is None or "_target_" not in data:
-        return None
-    data = OmegaConf.to_container(data, resolve=True)
-    root = data.pop("root", None)
-    if root is not None:
-        if "root" not in data.get("dataset", {}):
-            raise SSLTrainError(f"data.root={root}: the {dataset_name(data)} dataset reads no folder "
-                                "(data=image_folder does)")
-        data["dataset"]["root"] = root
-    return data

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from ssl_train.audit.pipeline import AuditOptions, audit
+from ssl_train.cli import data_config
 from ssl_train.errors import SSLTrainError
-from ssl_train.run.data import data_config
 
 FOLDER = ["data=image_folder", "data.dataset.channels=1", "data.dataset.image_size=[8,8]"]
 

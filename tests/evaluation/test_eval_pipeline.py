@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssl_train.cli import data_config
 from ssl_train.data.samples import sample_ids
 from ssl_train.errors import SSLTrainError
 from ssl_train.evaluation.pipeline import EvalOptions, evaluate
@@ -19,7 +20,6 @@ from ssl_train.export.measure import threads
 from ssl_train.export.pipeline import ExportOptions, export_checkpoint
 from ssl_train.run.artifacts import load_torchscript
 from ssl_train.run.checkpoint import load_run
-from ssl_train.run.data import data_config
 
 QUICK = dict(bootstrap=200)
 FIGURES = {"confusion matrix", "reliability diagram", "accuracy under corruptions", "pseudo-label shares",
