@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.io import sha256_file
 from ssl_train.run.checkpoint import LoadedRun, load_run
-from ssl_train.run.safety import Trust
+from ssl_train.run.safety import Trust, UntrustedFileError
 
 EXPORTED = {".ts": "TorchScript", ".pt2": "torch.export program"}
 
@@ -84,6 +84,11 @@ def load_model(path: str | Path, trust: Trust | None = None) -> LoadedModel:
         run = load_run(path, trust=trust)
         network = run.network.eval()
         return LoadedModel(path, "checkpoint", run.sha256, network, run=run)
+    if path.suffix == ".pt2" and not (trust and trust.everything):
+        # torch.export.load unpickles the program's weights and constants (weights_only=False): a shared .pt2
+        # can run code on load, unlike a checkpoint or TorchScript's restricted unpickler.
+        raise UntrustedFileError(f"{path}: a torch.export program unpickles on load and could run code; evaluate "
+                                 "model.ts instead, or pass trust_checkpoint=true for a file you made")
     try:
         module = load_torchscript(path) if path.suffix == ".ts" else load_program(path)
     except Exception as exc:  # TorchScript and torch.export raise many types for foreign files

@@ -74,8 +74,8 @@ def load_run(path: str | Path, option: str = "ckpt_path", trust: Trust | None = 
         raise SSLTrainError(f"{path}: its 'ssl_train' entry lacks {', '.join(missing)}")
 
     config = extras["config"]
-    for section in ("model", "data"):  # refused before anything is built: nothing runs, nothing is written
-        check_config(config[section], path, trust, where=section)
+    # Refused before anything is built (build_network checks the model config): nothing runs, nothing is written.
+    check_config(config["data"], path, trust, where="data")
     input_shape = tuple(extras["input_shape"])
     algorithm = config["algorithm"]
     weights = "ema" if algorithm.get("eval_ema") and algorithm.get("ema_decay") else "net"

@@ -32,12 +32,9 @@ def build_datamodule(config: DictConfig | dict, source: str | Path | None = None
         config = OmegaConf.to_container(config, resolve=True)
     try:
         datamodule: SSLDataModule = instantiate(config)
-    except InstantiationException as exc:
-        if isinstance(exc.__cause__, SSLTrainError):
-            raise exc.__cause__ from None
-        raise SSLTrainError(f"{source or 'data'}: cannot build the {dataset_name(config)} data module "
-                            f"({first_line(exc)})") from None
     except HydraException as exc:
+        if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, SSLTrainError):
+            raise exc.__cause__ from None  # the constructor's own one-line refusal
         raise SSLTrainError(f"{source or 'data'}: cannot build the {dataset_name(config)} data module "
                             f"({first_line(exc)})") from None
     if setup is not None:

@@ -232,3 +232,19 @@ def test_trusting_one_target_trusts_nothing_else(saved, tmp_path, one_thread_env
     assert not marker.exists()
     assert_nothing_written(out)
 
+
+
+def test_a_torch_export_program_is_loaded_only_when_trusted(digits_ckpt, tmp_path):
+    """torch.export.load unpickles (weights_only=False): a shared model.pt2 could run code, so ssl-eval refuses it
+    unless the user says the file is theirs."""
+    from ssl_train.export.pipeline import ExportOptions, export_checkpoint
+    from ssl_train.run.artifacts import load_model
+    from ssl_train.run.safety import Trust, UntrustedFileError
+
+    export_checkpoint(digits_ckpt, tmp_path, ExportOptions(torchscript=False, int8=False, latency_repeats=1,
+                                                           latency_warmup=0, reference_profile=False))
+    with pytest.raises(UntrustedFileError, match="unpickles on load and could run code.*trust_checkpoint=true"):
+        load_model(tmp_path / "model.pt2")
+    model = load_model(tmp_path / "model.pt2", Trust(everything=True))
+    with torch.inference_mode():
+        assert model.predict(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
