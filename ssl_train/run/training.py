@@ -19,6 +19,7 @@ from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.io import write_json_atomic, write_text_atomic
 from ssl_train.models.classifier import Classifier
 from ssl_train.run.data import build_datamodule
+from ssl_train.run.tracking import finish_tracking
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def train(cfg: DictConfig, **algorithm_args) -> dict[str, float]:
         metrics |= test(cfg, trainer, model, datamodule)
     if trainer.is_global_zero:
         write_json_atomic(run_dir / "metrics.json", metrics)
+        finish_tracking(trainer, cfg, metrics, run_dir)
     return metrics
 
 
