@@ -6,12 +6,15 @@ their plumbing, so no command imports another.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
 from collections.abc import Callable
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -32,11 +35,23 @@ def run_cli(task: Callable[[DictConfig], object], cfg: DictConfig):
     try:
         return task(cfg)
     except InstantiationException as exc:  # a `_target_` refused its config values: say why, not where
-        print(f"error: {instantiation_message(exc)}", file=sys.stderr)
-        sys.exit(1)
+        message = instantiation_message(exc)
     except (SSLTrainError, OmegaConfBaseException, FileNotFoundError) as exc:
-        print(f"error: {first_line(exc)}", file=sys.stderr)
-        sys.exit(1)
+        message = first_line(exc)
+    print(f"error: {message}", file=sys.stderr)
+    if _in_multirun():
+        # One job of a sweep: fail this job only (Hydra records it; the Optuna sweeper marks the trial failed
+        # and goes on) instead of ending the whole sweep.
+        raise JobFailed(message) from None
+    sys.exit(1)
+
+
+class JobFailed(SSLTrainError):
+    """A job of a Hydra multirun stopped on a user error (already reported in one line)."""
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def instantiation_message(exc: InstantiationException) -> str:
@@ -66,9 +81,15 @@ def results_table(cfg: DictConfig, metrics: dict) -> str:
 
 
 def optimized_value(cfg: DictConfig, metrics: dict) -> float:
-    """What a Hydra sweeper optimizes: `cfg.optimized_metric` of the run (NaN when absent)."""
-    value = metrics.get(cfg.optimized_metric)
-    return float(value) if value is not None else float("nan")
+    """What a Hydra sweeper optimizes: `cfg.optimized_metric` of the run. A missing or non-finite value fails the
+    run (a sweeper records a failed trial) rather than handing the sweeper a NaN."""
+    name = cfg.optimized_metric
+    value = metrics.get(name)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        known = ", ".join(sorted(k for k, v in metrics.items() if isinstance(v, (int, float))))
+        found = "is absent" if value is None else f"is {value!r}"
+        raise SSLTrainError(f"optimized_metric={name} {found} in this run's metrics (it has: {known})")
+    return float(value)
 
 
 def data_config(cfg: DictConfig) -> dict | None:

@@ -48,6 +48,28 @@ def test_test_metrics_name_the_chosen_checkpoint_and_report_the_other(make_cfg, 
     assert 0.0 <= metrics["test_alt/acc"] <= 1.0
 
 
+def logged_steps(run_dir: Path, key: str) -> list[int]:
+    import csv
+
+    return [int(r["step"]) for r in csv.DictReader((run_dir / "csv" / "metrics.csv").open()) if r.get(key)]
+
+
+@pytest.mark.parametrize("steps, interval, validated", [(6, 4, [4, 6]), (3, 200, [3])])
+def test_every_run_validates_its_final_weights(make_cfg, tmp_path, steps, interval, validated):
+    """Validation at each interval and at the last step, also for a run shorter than one interval."""
+    metrics = train(make_cfg(f"trainer.max_steps={steps}", f"trainer.val_check_interval={interval}"))
+    assert [s + 1 for s in logged_steps(tmp_path, "val/acc")] == validated  # the CSV step counts from 0
+    assert "val/acc_best" in metrics
+    assert list((tmp_path / "checkpoints").glob("best-step*.ckpt"))
+
+
+def test_test_results_are_logged_once_each_under_distinct_keys(make_cfg, tmp_path):
+    metrics = train(make_cfg())
+    for key in ("test/acc", "test_alt/acc", "test/ece", "test_alt/ece"):
+        assert len(logged_steps(tmp_path, key)) == 1, key
+    assert metrics["test/acc"] != metrics["test_alt/acc"] or metrics["test/ece"] != metrics["test_alt/ece"]
+
+
 def test_fixmatch_logs_mask_ratio_and_pseudo_label_accuracy(make_cfg, tmp_path):
     train(make_cfg("algorithm=fixmatch", "algorithm.threshold=0.0"))
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
@@ -141,6 +163,16 @@ def test_multirun_sweeps_two_jobs(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     for job in ("0", "1"):
         assert REQUIRED <= json.loads((tmp_path / job / "metrics.json").read_text()).keys()
+
+
+def test_a_sweep_job_without_its_metric_fails_alone_with_one_line(tmp_path):
+    """A job whose optimized_metric is missing fails (no NaN for the sweeper); the other jobs still run."""
+    result = run_cli("-m", "optimized_metric=val/nope,val/acc_best", *FAST_CLI, f"hydra.sweep.dir={tmp_path}",
+                     cwd=tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [errors[0]] and errors[0].startswith("error: optimized_metric=val/nope is absent"), errors
+    assert (tmp_path / "1" / "metrics.json").is_file()
 
 
 @pytest.mark.parametrize("override, message", [

@@ -82,6 +82,7 @@ class SSLAlgorithm(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self._last_losses: dict[str, float] = {}
         self.checkpoint_extras: dict = {}
+        self.test_prefix = "test"
         self.channels_last = False  # set by `ssl_train.speed.apply`
 
     def _input(self, x: Tensor) -> Tensor:
@@ -166,6 +167,13 @@ class SSLAlgorithm(L.LightningModule):
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity check's untrained accuracy
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # The last step validates whatever `val_check_interval` is (a stop request makes the fit loop validate):
+        # every run ends with the validation of its final weights, so the swept metric and the best checkpoint
+        # exist for runs shorter than one interval and cover the steps after the last interval.
+        if 0 < self.trainer.max_steps <= self.global_step:
+            self.trainer.should_stop = True
+
     # --- evaluation ---------------------------------------------------------------
     def _evaluate(self, batch: dict, metrics: MetricCollection) -> None:
         metrics.update(self.eval_net(self._input(batch["x"])).float().softmax(-1), batch["y"])
@@ -183,7 +191,10 @@ class SSLAlgorithm(L.LightningModule):
         self._evaluate(batch, self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute(), sync_dist=True)
+        # `test_prefix` names what is tested (ssl-train tests two checkpoints: test/ and test_alt/), so that
+        # each result is logged once under its own keys.
+        values = {k.replace("test/", f"{self.test_prefix}/", 1): v for k, v in self.test_metrics.compute().items()}
+        self.log_dict(values, sync_dist=True)
         self.test_metrics.reset()
 
     # --- optimization ---------------------------------------------------------------

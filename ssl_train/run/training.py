@@ -19,6 +19,7 @@ from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.io import write_json_atomic, write_text_atomic
 from ssl_train.models.classifier import Classifier
 from ssl_train.run.data import build_datamodule
+from ssl_train.run.progress import progress_callback
 from ssl_train.run.tracking import finish_tracking
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ def build(cfg: DictConfig, **algorithm_args) -> tuple[SSLDataModule, SSLAlgorith
         "input_shape": list(datamodule.input_shape), "mean": mean, "std": std}
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(progress_callback(**(cfg.get("progress") or {})))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     return datamodule, model, trainer
 
@@ -61,7 +64,7 @@ def train(cfg: DictConfig, **algorithm_args) -> dict[str, float]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {"train/time_s": time.perf_counter() - start, "train/steps": trainer.global_step}
     # last.ckpt holds the final state whatever the step count (the callback saves it every val interval).
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # the full state, to resume
     metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
     if cfg.get("test"):
         metrics |= test(cfg, trainer, model, datamodule)
@@ -98,10 +101,11 @@ def test(cfg: DictConfig, trainer: L.Trainer, model: SSLAlgorithm, datamodule: S
     checkpoints = {"last": None} | ({"best": best} if best else {})
     metrics = {}
     for name, path in checkpoints.items():
-        prefix = "test" if name == choice else "test_alt"
+        model.test_prefix = "test" if name == choice else "test_alt"
         results = trainer.test(model, datamodule=datamodule, ckpt_path=path, verbose=False, weights_only=True)[0]
-        metrics |= {k.replace("test/", f"{prefix}/", 1): float(v) for k, v in results.items()}
-        metrics[f"{prefix}/checkpoint"] = path or last
+        metrics |= {k: float(v) for k, v in results.items()}
+        metrics[f"{model.test_prefix}/checkpoint"] = path or last
+    model.test_prefix = "test"
     if "test/acc" not in metrics:  # no best checkpoint (no validation): the final weights are both
         metrics |= {k.replace("test_alt/", "test/", 1): v for k, v in metrics.items()}
     return metrics
