@@ -204,8 +204,12 @@ class SSLAlgorithm(L.LightningModule):
             raise SSLTrainError(f"trainer.max_steps={total}: training is step-based, give a positive step count")
         decay = [p for p in self.net.parameters() if p.ndim > 1]
         no_decay = [p for p in self.net.parameters() if p.ndim <= 1]
-        optimizer = self.optimizer_factory([{"params": decay, "weight_decay": self.hparams.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}])
+        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        own_groups = getattr(getattr(self.net, "backbone", None), "param_groups", None)  # e.g. layer-wise lr decay
+        optimizer = self.optimizer_factory(own_groups(self.hparams.weight_decay) if own_groups else groups)
+        for group in optimizer.param_groups:  # a group's share of the learning rate (`lr_scale`, as timm names it)
+            group["lr"] *= group.pop("lr_scale", 1.0)
         factor = (lambda k: L_.cosine_lr_factor(k, total)) if self.hparams.lr_schedule == "cosine" else (lambda k: 1.0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

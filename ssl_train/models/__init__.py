@@ -7,17 +7,17 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ssl_train.models.classifier import Classifier
+from ssl_train.models.classifier import Classifier, input_stats
 
 
 def build_classifier(backbone: Callable[..., nn.Module], datamodule, **options) -> Classifier:
     """`Classifier(backbone(input_shape, num_classes, **options), mean, std)` sized and normalized for the data
-    module's data (set up here if it is not yet); the backbone's config is kept for checkpoints."""
+    module's data (set up here if it is not yet; a pretrained backbone brings its own mean/std); the backbone's
+    config is kept for checkpoints."""
     if datamodule.source is None:
         datamodule.setup()
-    mean, std = datamodule.channel_stats()
-    network = Classifier(backbone(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes,
-                                  **options), mean, std)
+    net = backbone(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, **options)
+    network = Classifier(net, *input_stats(net, datamodule))
     network.model_config = {"_target_": f"{backbone.__module__}.{backbone.__qualname__}",
                             **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}}
     return network

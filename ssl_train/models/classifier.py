@@ -42,3 +42,9 @@ class Classifier(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """Penultimate-layer embedding (for drift monitoring and audits)."""
         return self.backbone.features((x - self.mean) / self.std)
+
+
+def input_stats(backbone: nn.Module, datamodule) -> tuple[list[float], list[float]]:
+    """The (mean, std) that normalize a backbone's inputs: its own when it has them (pretrained weights expect the
+    statistics they were trained with, `TimmBackbone.normalization`), else the data's channel statistics."""
+    return getattr(backbone, "normalization", None) or datamodule.channel_stats()

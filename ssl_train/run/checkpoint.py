@@ -25,6 +25,7 @@ from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.io import sha256_file
 from ssl_train.models.classifier import Classifier
+from ssl_train.models.timm_backbone import rebuild_config
 from ssl_train.run.data import build_datamodule
 from ssl_train.run.safety import Trust, check_config
 
@@ -99,6 +100,7 @@ def build_network(model: dict, classes: list[str], input_shape: tuple[int, int, 
     Shared by checkpoints and by files that carry a network of their own (the monitor's reference profile).
     """
     check_config(model, source, trust, where="model")
+    model = rebuild_config(model)  # the weights are the file's: nothing downloaded, no model.checkpoint read
     target = model.get("_target_", "?")
     try:
         backbone = instantiate(model, input_shape=tuple(input_shape), num_classes=len(classes))

@@ -17,7 +17,7 @@ from ssl_train.algorithms.base import SSLAlgorithm
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.io import write_json_atomic, write_text_atomic
-from ssl_train.models.classifier import Classifier
+from ssl_train.models.classifier import Classifier, input_stats
 from ssl_train.run.data import build_datamodule
 from ssl_train.run.progress import progress_callback
 from ssl_train.run.tracking import finish_tracking
@@ -33,8 +33,8 @@ def build(cfg: DictConfig, **algorithm_args) -> tuple[SSLDataModule, SSLAlgorith
     """
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg.data)
-    mean, std = datamodule.channel_stats()
     backbone = instantiate(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
+    mean, std = input_stats(backbone, datamodule)
     net = Classifier(backbone, mean, std)
     model: SSLAlgorithm = instantiate(cfg.algorithm, net=net, num_classes=datamodule.num_classes,
                                       optimizer=instantiate(cfg.optimizer), **algorithm_args)
