@@ -185,6 +185,8 @@ def write_report(results: dict, out: Path) -> None:
         f"synthetic 3x32x32 images, B={results['batch_size']}, mu={results['mu']} "
         f"({images} images per step), {results['workers']} loader workers. Median of {results['steps']} timed steps "
         f"after {results['warmup']} warm-up steps.", "",
+        "A folder of image files through the decoded cache, against decoding the files: "
+        "[data_pipeline.md](data_pipeline.md).", "",
         "| configuration | median step (ms) | steps/s | images/s |", "|---|---|---|---|",
     ]
     for name, seconds in results["rows"].items():

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ssl_train.export.measure import threads
+from ssl_train.export.pipeline import ExportOptions, export_checkpoint
 from ssl_train.run.checkpoint import load_run
 from ssl_train.run.config import compose
 from ssl_train.run.training import train
@@ -83,6 +84,14 @@ def compose_cfg():
     return compose_config
 
 
+@pytest.fixture(scope="session", autouse=True)
+def image_cache_dir(tmp_path_factory) -> Path:
+    """The image caches that data=image_folder builds go to a temporary folder (subprocesses inherit it), not
+    the user's ~/.cache."""
+    os.environ["SSL_TRAIN_CACHE_DIR"] = str(tmp_path_factory.mktemp("image_cache"))
+    return Path(os.environ["SSL_TRAIN_CACHE_DIR"])
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Every test on one torch thread: the models here are tiny and gain nothing from more, and on a shared
@@ -104,6 +113,16 @@ def digits_ckpt(tmp_path_factory) -> Path:
     with threads(1):
         train(compose_config("config", [*TRAINED, f"paths.output_dir={out}"]))
     return next((out / "checkpoints").glob("best-*.ckpt"))
+
+
+@pytest.fixture(scope="session")
+def exported(digits_ckpt, tmp_path_factory) -> tuple[Path, dict]:
+    """(export directory, metadata) of `digits_ckpt` with every default artifact, for the export and prediction
+    tests. Latency is reported, not tested: a few single-thread repeats keep it fast."""
+    out = tmp_path_factory.mktemp("export")
+    with threads(1):
+        return out, export_checkpoint(digits_ckpt, out, ExportOptions(latency_repeats=3, latency_warmup=1,
+                                                                       latency_threads=1, calibration_samples=256))
 
 
 def write_digit_folder(root, splits=("labeled", "test"), per_class=4, start=0):

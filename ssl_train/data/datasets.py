@@ -1,4 +1,5 @@
-"""Dataset sources: each returns the raw images of its splits as uint8 tensors (or files read on demand).
+"""Dataset sources: each returns the raw images of its splits as uint8 tensors (or files, read on demand or
+from their decoded cache).
 
 A source says nothing about labeled/unlabeled: that is the split's business
 (`splits.py`). Pixel values become floats in [0, 1] only on the device, by
@@ -7,15 +8,19 @@ multiplying with `scale`, so loaders move compact uint8 batches.
 
 from __future__ import annotations
 
+import functools
 import numbers
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import PIL
 import torch
 from torch import Tensor
 
+from ssl_train.data.cache import open_cache
 from ssl_train.errors import SSLTrainError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -78,8 +83,31 @@ class FileImages:
         return torch.stack([read_image(self.paths[i], self.channels, self.size) for i in idx])
 
 
+class CachedImages(FileImages):
+    """Image files served from their decoded cache entry (`ssl_train.data.cache`): a batch is one fancy index of
+    a memory-mapped array. They still name their files (samples, audits and evaluation read `paths`)."""
+
+    def __init__(self, paths: list[Path], labels: np.ndarray, channels: int, size: tuple[int, int], file: Path,
+                 rows: np.ndarray, images: np.ndarray | None = None):
+        super().__init__(paths, labels, channels, size)
+        self.file, self.rows, self._images = file, np.asarray(rows, dtype=np.int64), images
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"_images": None}  # a process that unpickles it maps the file, not a copy of it
+
+    def load(self, idx: np.ndarray) -> Tensor:
+        if self._images is None:
+            self._images = np.load(self.file, mmap_mode="r", allow_pickle=False)
+        return torch.from_numpy(self._images[self.rows[np.asarray(idx, dtype=np.int64)]])
+
+
 def read_image(path: Path, channels: int, size: tuple[int, int]) -> Tensor:
     """Decode one file to a uint8 C×H×W tensor; an unreadable file is an error naming it."""
+    return torch.from_numpy(decode_image(path, channels, size))
+
+
+def decode_image(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """`read_image` as a numpy array: the one decode, for files read on access and for the cache alike."""
     from PIL import Image
 
     try:
@@ -89,7 +117,13 @@ def read_image(path: Path, channels: int, size: tuple[int, int]) -> Tensor:
     except Exception as exc:  # PIL raises many types for corrupt files
         raise SSLTrainError(f"unreadable image file {path}: {exc}") from None
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return torch.from_numpy(array.copy())
+    return array.copy()
+
+
+def _decode_checked(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray | None:
+    """What the cache stores for a file: its pixels, or None where `readable` rejects it (as the uncached
+    source would)."""
+    return decode_image(path, channels, size) if readable(path) else None
 
 
 @dataclass
@@ -203,18 +237,30 @@ def stl10(root: str = "data", download: bool = False) -> SourceData:
 
 
 def image_folder(root: str | None = None, image_size: tuple[int, int] = (32, 32), channels: int = 3,
-                 on_bad_image: str = "error") -> SourceData:
+                 on_bad_image: str = "error", cache: bool = True, cache_dir: str | None = None,
+                 cache_workers: int | None = None) -> SourceData:
     """A user's own images: root/labeled/<class>/*, root/unlabeled/**/*, optional root/val|test/<class>/*.
 
-    Files are decoded on access and resized to `image_size`; pixels are scaled
-    to [0, 1]. Every file's header is checked up front so that a corrupt image
-    fails the run before training (`on_bad_image=error`, the default) or is
-    left out with a warning naming it (`on_bad_image=skip`).
+    Files are resized to `image_size`; pixels are scaled to [0, 1]. With `cache`
+    (the default) every file is decoded once, in `cache_workers` processes (None:
+    one per CPU), into a memory-mapped array under `cache_dir` (None: the user's
+    cache folder, `ssl_train.data.cache`) that batches are sliced from; it is
+    rebuilt when any file changes. Without it, files are decoded on access.
+    Every file's structure is checked up front (once per cache entry), so that a
+    corrupt image fails the run before training (`on_bad_image=error`, the
+    default) or is left out with a warning naming it (`on_bad_image=skip`).
     """
     image_size = tuple(_positive_ints("data.dataset.image_size", image_size, 2, "height, width"))
     _check_channels("data.dataset.channels", channels)
     if on_bad_image not in ("error", "skip"):
         raise SSLTrainError(f"data.dataset.on_bad_image={on_bad_image!r}: expected 'error' or 'skip'")
+    _check_flag("data.dataset.cache", cache)
+    if cache_dir is not None and not (isinstance(cache_dir, (str, os.PathLike)) and str(cache_dir)):
+        raise SSLTrainError(f"data.dataset.cache_dir={cache_dir!r}: expected a folder path or null "
+                            "(the user's cache folder)")
+    if cache_workers is not None and (not _is_int(cache_workers) or cache_workers < 1):
+        raise SSLTrainError(f"data.dataset.cache_workers={cache_workers!r}: expected a positive integer or null "
+                            "(one per CPU)")
     if not root:
         raise SSLTrainError("data.dataset.root is required: the folder that holds labeled/<class>/*.png|jpg")
     base = Path(root)
@@ -228,42 +274,56 @@ def image_folder(root: str | None = None, image_size: tuple[int, int] = (32, 32)
     def files(folder: Path) -> list[Path]:
         return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
-    def check(paths: list[Path]) -> list[Path]:
-        good = []
-        for path in paths:
-            if readable(path):
-                good.append(path)
-            elif on_bad_image == "skip":
-                warnings.warn(f"skipping unreadable image file {path}", stacklevel=2)
-            else:
-                raise SSLTrainError(f"unreadable image file {path} "
-                                    "(set data.dataset.on_bad_image=skip to leave it out)")
-        return good
-
-    def labeled(split: str, required: bool) -> FileImages | None:
+    def class_files(split: str) -> list[list[Path]] | None:
+        """Each class's files in a split folder (None: no such folder)."""
         folder = base / split
         if not folder.is_dir():
             return None
         unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in classes)
         if unknown:
             raise SSLTrainError(f"{folder} has class folders {unknown} that {base / 'labeled'} lacks")
-        paths, labels = [], []
-        for k, name in enumerate(classes):
-            found = check(files(folder / name)) if (folder / name).is_dir() else []
-            if required and not found:
-                raise SSLTrainError(f"class folder {folder / name} holds no readable images")
-            paths += found
-            labels += [k] * len(found)
-        if not paths:
-            raise SSLTrainError(f"split folder {folder} holds no readable images")
-        return FileImages(paths, np.array(labels), channels, image_size)
+        return [files(folder / name) if (folder / name).is_dir() else [] for name in classes]
 
-    unlabeled_paths = check(files(base / "unlabeled")) if (base / "unlabeled").is_dir() else []
+    found = {split: class_files(split) for split in ("labeled", "val", "test")}
+    unlabeled = files(base / "unlabeled") if (base / "unlabeled").is_dir() else []
+    listed = [p for per_class in found.values() for group in per_class or [] for p in group] + unlabeled
+    entry = None
+    if cache and listed:
+        entry = open_cache(base, listed, (channels, *image_size), {"channels": channels, "size": list(image_size),
+                                                                   "decoder": f"Pillow {PIL.__version__} bilinear"},
+                           functools.partial(_decode_checked, channels=channels, size=image_size), cache_dir,
+                           cache_workers)
+    unreadable = entry.unreadable if entry else {p for p in listed if not readable(p)}
+    for path in (p for p in listed if p in unreadable):
+        if on_bad_image == "error":
+            raise SSLTrainError(f"unreadable image file {path} (set data.dataset.on_bad_image=skip to leave it out)")
+        warnings.warn(f"skipping unreadable image file {path}", stacklevel=2)
+
+    def images(paths: list[Path], labels: list[int]) -> FileImages:
+        if entry is None:
+            return FileImages(paths, np.array(labels), channels, image_size)
+        return CachedImages(paths, np.array(labels), channels, image_size, entry.file,
+                            np.array([entry.rows[p] for p in paths]), entry.images)
+
+    def labeled(split: str, required: bool) -> FileImages | None:
+        if found[split] is None:
+            return None
+        paths, labels = [], []
+        for k, (name, group) in enumerate(zip(classes, found[split])):
+            kept = [p for p in group if p not in unreadable]
+            if required and not kept:
+                raise SSLTrainError(f"class folder {base / split / name} holds no readable images")
+            paths += kept
+            labels += [k] * len(kept)
+        if not paths:
+            raise SSLTrainError(f"split folder {base / split} holds no readable images")
+        return images(paths, labels)
+
+    unlabeled = [p for p in unlabeled if p not in unreadable]
     return SourceData(
         train=labeled("labeled", required=True), classes=classes, scale=1 / 255,
         val=labeled("val", required=False), test=labeled("test", required=False),
-        unlabeled=FileImages(unlabeled_paths, np.full(len(unlabeled_paths), -1), channels, image_size)
-        if unlabeled_paths else None)
+        unlabeled=images(unlabeled, [-1] * len(unlabeled)) if unlabeled else None)
 
 
 def readable(path: Path) -> bool:
