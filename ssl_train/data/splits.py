@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +80,15 @@ def index_stream(n: int, start: int, count: int, seed: tuple[int, ...]) -> np.nd
     seed and the step, which makes resuming exact and worker count irrelevant.
     """
     first, last = start // n, (start + count - 1) // n
-    passes = [np.random.default_rng([*seed, k]).permutation(n) for k in range(first, last + 1)]
+    passes = [_permutation(n, tuple(seed), k) for k in range(first, last + 1)]
     offset = start - first * n
     return np.concatenate(passes)[offset:offset + count]
+
+
+@functools.lru_cache(maxsize=16)
+def _permutation(n: int, seed: tuple[int, ...], k: int) -> np.ndarray:
+    """Pass k of a stream, kept for the next batches: consecutive steps read the same pass, and permuting a large
+    pool at every step would cost more than gathering the batch."""
+    order = np.random.default_rng([*seed, k]).permutation(n)
+    order.flags.writeable = False
+    return order
