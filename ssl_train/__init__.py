@@ -26,6 +26,7 @@ _API = {
     "compose": "ssl_train.run.config", "build": "ssl_train.run.training", "train": "ssl_train.run.training",
     "load_run": "ssl_train.run.checkpoint", "load_model": "ssl_train.run.artifacts",
     "float_batches": "ssl_train.run.batches", "Trust": "ssl_train.run.safety",
+    "predict": "ssl_train.run.predict:predict", "PredictOptions": "ssl_train.run.predict",
     # tools
     "export_checkpoint": "ssl_train.export.pipeline", "ExportOptions": "ssl_train.export.pipeline",
     "evaluate": "ssl_train.evaluation.pipeline", "EvalOptions": "ssl_train.evaluation.pipeline",
@@ -40,7 +41,9 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'ssl_train' has no attribute {name!r}")
     module_name, _, attribute = _API[name].partition(":")
     module = importlib.import_module(module_name)
-    return module if module_name.endswith(f".{name}") else getattr(module, attribute or name)
+    if attribute:  # "module:attribute", also where the attribute is named like its module (run/predict.py)
+        return getattr(module, attribute)
+    return module if module_name.endswith(f".{name}") else getattr(module, name)
 
 
 def __dir__() -> list[str]:

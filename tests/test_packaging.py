@@ -4,8 +4,8 @@ The slow tests build the wheel from a copy of the sources (nothing is written in
 with `--no-deps` into a fresh venv under a temporary directory that borrows the dev venv's dependencies through
 a .pth file (torch & co. are not installed again; a directory added by a .pth is not scanned for .pth files
 itself, so the dev venv's editable-install finder for ssl_train stays inactive there), and then run the
-installed console scripts from an empty directory: `--help`, a short train → export / eval / monitor / distill
-chain, an audit, a user's own Hydra app on `pkg://ssl_train.conf`, and `--config-dir` with a user's group.
+installed console scripts from an empty directory: `--help`, a short train → export / eval / monitor / predict /
+distill chain, an audit, a user's own Hydra app on `pkg://ssl_train.conf`, and `--config-dir` with a user's group.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from omegaconf import OmegaConf
 from ssl_train.run.config import CONFIG_PATH, compose, config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["ssl-train", "ssl-export", "ssl-eval", "ssl-audit", "ssl-monitor", "ssl-distill"]
-PRIMARY = ["config", "export", "distill", "eval", "audit", "monitor"]
+COMMANDS = ["ssl-train", "ssl-export", "ssl-eval", "ssl-audit", "ssl-monitor", "ssl-distill", "ssl-predict"]
+PRIMARY = ["config", "export", "distill", "eval", "audit", "monitor", "predict"]
 # What the wheel is built from; anything else in the checkout is not part of it.
-SOURCES = ["pyproject.toml", "README.md", "ssl_train", "conf", "setup.py", "setup.cfg", "MANIFEST.in", "LICENSE"]
+SOURCES = ["pyproject.toml", "README.md", "ssl_train", "conf", "hydra_plugins", "setup.py", "setup.cfg", "MANIFEST.in",
+           "LICENSE"]
 TINY_TRAIN = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
               "data.batch_size=10", "data.mu=1", "trainer.accelerator=cpu"]
 TINY_DISTILL = [*TINY_TRAIN[:3], "trainer.accelerator=cpu", "+data.batch_size=10", "+data.mu=1"]
@@ -51,8 +52,9 @@ def test_every_subpackage_is_listed_for_the_wheel():
     """pyproject.toml lists the packages by hand (package-dir moves ssl_train.conf, which `find` cannot see):
     a new ssl_train subpackage missing from that list would be left out of the wheel."""
     listed = set(pyproject()["tool"]["setuptools"]["packages"])
-    found = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "ssl_train").rglob("__init__.py")}
-    assert listed == {*found, "ssl_train.conf"}
+    found = {".".join(init.parent.relative_to(ROOT).parts) for top in ("ssl_train", "hydra_plugins")
+             for init in (ROOT / top).rglob("__init__.py")}
+    assert listed == {*found, "ssl_train.conf", "hydra_plugins"}  # hydra_plugins: a namespace package, no __init__.py
 
 
 def test_configs_are_found_through_the_package():
@@ -166,6 +168,9 @@ def test_installed_commands_train_export_evaluate_monitor_audit_and_distill(inst
     run([bin_dir / "ssl-monitor", f"reference={train_dir}", f"input={tmp_path / 'batch.npy'}",
          "monitor.permutations=100"], work, env)
     assert json.loads((only_run_dir(work, "monitor") / "drift.json").read_text())["input"]["samples"] == 120
+
+    run([bin_dir / "ssl-predict", f"model_path={train_dir}", f"input={tmp_path / 'batch.npy'}"], work, env)
+    assert len((only_run_dir(work, "predict") / "predictions.csv").read_text().splitlines()) == 1 + 120
 
     run([bin_dir / "ssl-audit", "audit.label_check=false"], work, env)  # the default data: digits
     assert (only_run_dir(work, "audit") / "audit.json").is_file()

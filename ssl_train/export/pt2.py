@@ -4,11 +4,15 @@ Both are exported with a symbolic batch dimension (`torch.export.Dim`), so one
 file serves any batch size; the example batch has more than one sample so that
 export does not specialize the dimension to 1. Each file is loaded back and
 checked against the eager model at two batch sizes before it gets its name.
+`model.onnx` carries what a runtime without ssl_train needs in its metadata_props
+(`onnx_metadata`: classes, input shape and scaling, the folded temperature).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -55,10 +59,25 @@ def require_onnx() -> None:
                             f"(modules {', '.join(ONNX_MODULES)})")
 
 
-def export_onnx(model: nn.Module, path: str | Path, inputs: list[Tensor], atol: float) -> dict:
-    """ONNX (dynamo exporter) with a dynamic batch dimension, input "pixels", output "logits".
+def onnx_metadata(classes: Sequence[str], input_shape: Sequence[int], raw_scale: float, mean: Sequence[float],
+                  std: Sequence[float], temperature: float | None) -> dict[str, str]:
+    """model.onnx's metadata_props, each value JSON: the class names in output order, the input the graph takes
+    (float32 N×C×H×W "pixels" in [0, 1] = raw pixel value × raw_scale; normalization by mean/std happens inside
+    the graph) and the temperature already divided into its "logits" (null: none)."""
+    values = {"classes": [str(c) for c in classes], "input_name": "pixels", "input_shape": ["N", *input_shape],
+              "input_dtype": "float32", "input_layout": "NCHW", "input_range": [0.0, 1.0], "raw_scale": raw_scale,
+              "normalization": {"mean": list(mean), "std": list(std), "inside_model": True},
+              "output_name": "logits", "temperature": temperature}
+    return {key: json.dumps(value) for key, value in values.items()}
 
-    The file must pass `onnx.checker` and, run by onnxruntime, match the eager model within `atol`.
+
+def export_onnx(model: nn.Module, path: str | Path, inputs: list[Tensor], atol: float,
+                metadata: dict[str, str] | None = None) -> dict:
+    """ONNX (dynamo exporter) with a dynamic batch dimension, input "pixels", output "logits", and `metadata`
+    (`onnx_metadata`) added to the model's metadata_props.
+
+    The file must pass `onnx.checker` and, run by onnxruntime, match the eager model within `atol` and report
+    the metadata back.
     """
     require_onnx()
     import onnx
@@ -73,11 +92,20 @@ def export_onnx(model: nn.Module, path: str | Path, inputs: list[Tensor], atol: 
             torch.onnx.export(model, (inputs[-1],), str(tmp), dynamo=True, input_names=["pixels"],
                               output_names=["logits"], dynamic_shapes=_dynamic_batch(inputs[-1]),
                               external_data=False, verbose=False)
+        if metadata:
+            proto = onnx.load(str(tmp))
+            onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **metadata})
+            onnx.save(proto, str(tmp))
 
     def verify(tmp: Path) -> None:
+        import onnxruntime
+
         onnx.checker.check_model(str(tmp), full_check=True)
         run = onnx_predictor(tmp)
         result["max_abs_diff"] = check_parity(Path(path).name, expected, [run(x) for x in inputs], atol)
+        read = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).get_modelmeta()
+        if metadata and {k: read.custom_metadata_map.get(k) for k in metadata} != metadata:
+            raise SSLTrainError(f"{Path(path).name}: its metadata does not read back from the written file")
 
     write_atomic(path, save, verify)
     return result

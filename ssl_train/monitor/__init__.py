@@ -1,6 +1,6 @@
 """Drift monitoring for deployed models against the reference profile saved with them (ssl_train.run.profile).
 
-    inputs.py      folders of images or .npy/.pt arrays, checked up front and streamed in chunks
+    inputs.py      run/inputs.py's folders and arrays, worded for a reference (checked up front, streamed)
     statistics.py  pure math: MMD, KS + FDR, PSI, chi-squared, BBSE, CBPE
     detector.py    the decision per window and overall; sliding-window time series
     pipeline.py    `monitor`: reference + inputs → drift.png, drift.json (what `ssl-monitor` runs)

@@ -8,4 +8,6 @@
     data.py       a data config → a set-up data module
     training.py   build, train and test one run from a composed config
     profile.py    the reference profile of a trained model (what ssl-monitor compares against)
+    inputs.py     new images (folders, .npy/.pt arrays): checked up front, read in chunks
+    predict.py    a model + new images → predictions.csv/.parquet through Lightning's predict loop
 """

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from ssl_train.errors import SSLTrainError
-from ssl_train.export.pt2 import export_onnx, onnx_available
+from ssl_train.export.pipeline import ExportOptions, export_checkpoint
+from ssl_train.export.pt2 import export_onnx, onnx_available, onnx_metadata
 from ssl_train.export.quantize import quantize_int8
 from ssl_train.export.torchscript import export_torchscript
 from ssl_train.models.classifier import Classifier
@@ -150,5 +151,32 @@ def test_onnx_is_an_optional_extra(tmp_path):
             export_onnx(model, tmp_path / "model.onnx", inputs, 1e-4)
         assert list(tmp_path.iterdir()) == []
     else:
-        assert export_onnx(model, tmp_path / "model.onnx", inputs, 1e-4)["max_abs_diff"] <= 1e-4
+        metadata = onnx_metadata([f"c{k}" for k in range(10)], (1, 8, 8), 1 / 16, [0.3], [0.4], 1.5)
+        assert export_onnx(model, tmp_path / "model.onnx", inputs, 1e-4, metadata)["max_abs_diff"] <= 1e-4
         assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+        assert onnx_properties(tmp_path / "model.onnx") == metadata
+
+
+def onnx_properties(path: Path) -> dict[str, str]:
+    """A model.onnx's metadata_props as onnx reads them (onnxruntime must read the same)."""
+    import onnx
+    import onnxruntime
+
+    read = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map == read
+    assert [i.name for i in session.get_inputs()] == [json.loads(read["input_name"])]
+    return read
+
+
+def test_ssl_export_onnx_names_classes_input_scaling_and_temperature(digits_ckpt, tmp_path):
+    options = ExportOptions(torchscript=False, int8=False, pt2=False, onnx=True, reference_profile=False,
+                            latency_repeats=1, latency_warmup=0, latency_batch_sizes=[1], temperature=1.5)
+    meta = export_checkpoint(digits_ckpt, tmp_path, options)
+    props = {k: json.loads(v) for k, v in onnx_properties(tmp_path / "model.onnx").items()}
+    assert props["classes"] == meta["classes"] == [str(d) for d in range(10)]
+    assert props["input_shape"] == meta["input"]["shape"] == ["N", 1, 8, 8]
+    assert props["raw_scale"] == meta["input"]["raw_scale"] == 1 / 16 and props["input_range"] == [0.0, 1.0]
+    assert props["normalization"] == {**meta["input"]["normalization"], "inside_model": True}
+    assert props["temperature"] == meta["export"]["temperature"] == 1.5
+    assert props["input_dtype"] == "float32" and props["output_name"] == "logits"
