@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-from ssl_train.errors import SSLTrainError
+from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.run.artifacts import quiet_deprecations
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -77,7 +77,11 @@ def quantize_int8(model: nn.Module, calibration: Iterable[Tensor], example: Tens
             quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
             return quantized, {"scheme": "dynamic (Linear weights int8, activations quantized per batch)",
                                "engine": engine, "calibration_samples": 0}
-        prepared = prepare_fx(model, get_default_qconfig_mapping(engine), example_inputs=(example,))
+        try:
+            prepared = prepare_fx(model, get_default_qconfig_mapping(engine), example_inputs=(example,))
+        except Exception as exc:  # symbolic tracing rejects data-dependent control flow (e.g. dynamic-size ViTs)
+            raise SSLTrainError(f"int8: the network does not trace for FX quantization ({first_line(exc)}); "
+                                "export it without int8 (export.int8=false)") from None
         seen = 0
         for batch in calibration:
             prepared(batch)

@@ -180,3 +180,20 @@ def test_ssl_export_onnx_names_classes_input_scaling_and_temperature(digits_ckpt
     assert props["normalization"] == {**meta["input"]["normalization"], "inside_model": True}
     assert props["temperature"] == meta["export"]["temperature"] == 1.5
     assert props["input_dtype"] == "float32" and props["output_name"] == "logits"
+
+
+class DataDependent(nn.Module):
+    """A network FX cannot trace: its control flow depends on the input's values."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return self.conv(x).flatten(1) if x.sum() > 0 else self.conv(-x).flatten(1)
+
+
+def test_a_network_that_does_not_trace_for_int8_is_one_line_naming_the_way_out():
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(SSLTrainError, match=r"^int8: the network does not trace .*export.int8=false\)$"):
+        quantize_int8(DataDependent(), [x], x)
