@@ -27,7 +27,7 @@ from ssl_train.calibration import fold_temperature
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.errors import SSLTrainError
 from ssl_train.export import card, measure
-from ssl_train.export.pt2 import export_onnx, export_program, onnx_predictor, require_onnx
+from ssl_train.export.pt2 import export_onnx, export_program, onnx_metadata, onnx_predictor, require_onnx
 from ssl_train.export.quantize import quantize_int8
 from ssl_train.export.torchscript import export_torchscript
 from ssl_train.io import sha256_file, write_json_atomic, write_text_atomic
@@ -36,6 +36,7 @@ from ssl_train.run.batches import batch_of, float_batches
 from ssl_train.run.checkpoint import load_run
 from ssl_train.run.profile import PROFILE_FILE, ProfileOptions, profile_run, save_profile
 from ssl_train.run.safety import Trust
+from ssl_train.run.tracking import log_export
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, options: Expor
     }
     write_json_atomic(out_dir / "metadata.json", meta)
     write_text_atomic(out_dir / "MODEL_CARD.md", card.render_card(meta))
+    log_export(run.path, out_dir, meta, trust)  # the MLflow run of the checkpoint, when it has one
     return meta
 
 
@@ -170,7 +172,9 @@ def _write_artifacts(model: nn.Module, datamodule: SSLDataModule, out_dir: Path,
         info = export_program(model, out_dir / "model.pt2", parity_inputs, options.parity_atol)
         written["model.pt2"] = info, load_program
     if options.onnx:
-        info = export_onnx(model, out_dir / "model.onnx", parity_inputs, options.onnx_atol)
+        metadata = onnx_metadata(datamodule.source.classes, datamodule.input_shape, datamodule.source.scale,
+                                 model.mean.flatten().tolist(), model.std.flatten().tolist(), options.temperature)
+        info = export_onnx(model, out_dir / "model.onnx", parity_inputs, options.onnx_atol, metadata)
         written["model.onnx"] = info, onnx_predictor
     return written, int8_info
 
