@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "ssl_train"
 CORE = {"data", "models", "algorithms", "losses", "calibration", "errors", "io", "speed"}
 RUN = {"run", "cli"}
-TOOLS = {"export", "evaluation", "audit", "monitor"}
+TOOLS = {"export", "evaluation", "audit", "monitor", "sweep"}
 
 
 def layer(part: str) -> str:
