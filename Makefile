@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install train lint test test-full test-packaging benchmark-digits clean
+.PHONY: install train lint test test-slow test-full test-packaging benchmark-digits clean
 
 # Reinstall only when the dependencies change (or the venv is missing).
 $(STAMP): pyproject.toml
@@ -25,6 +25,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -m "not slow" -q
+
+# The tests too long for every change (the wheel, the C++ example, a killed and resumed sweep, ...); CI runs them.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 test-full: $(STAMP)
 	$(BIN)/python -m pytest -q

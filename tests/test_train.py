@@ -165,6 +165,7 @@ def test_multirun_sweeps_two_jobs(tmp_path):
         assert REQUIRED <= json.loads((tmp_path / job / "metrics.json").read_text()).keys()
 
 
+@pytest.mark.slow  # a two-job multirun in a subprocess
 def test_a_sweep_job_without_its_metric_fails_alone_with_one_line(tmp_path):
     """A job whose optimized_metric is missing fails (no NaN for the sweeper); the other jobs still run."""
     result = run_cli("-m", "optimized_metric=val/nope,val/acc_best", *FAST_CLI, f"hydra.sweep.dir={tmp_path}",

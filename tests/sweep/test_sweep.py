@@ -49,6 +49,7 @@ def trials(sweep_dir: Path, study: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=study, storage=f"sqlite:///{sweep_dir / 'optuna.db'}").get_trials()
 
 
+@pytest.mark.slow  # several process starts (~8 s of imports each)
 def test_two_trials_in_parallel_processes_share_the_study(tmp_path):
     out = tmp_path / "sweep"
     result = run_sweep("hparams_search=fixmatch", "cluster=local", "hydra.sweeper.n_trials=2",
@@ -85,6 +86,7 @@ def test_a_trial_below_the_median_is_stopped_and_recorded_pruned(tmp_path):
     assert "PRUNED at step 10" in (out / "summary.md").read_text()
 
 
+@pytest.mark.slow  # several process starts (~8 s of imports each)
 def test_a_failing_trial_is_one_log_line_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "sweep"
     result = run_sweep("hparams_search=fixmatch", "optimizer.lr=1e30", "hydra.sweeper.n_trials=1",
