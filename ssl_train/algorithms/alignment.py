@@ -38,6 +38,7 @@ class DistributionAlignment(nn.Module):
         self.iterations = iterations
         self.register_buffer("window", torch.zeros(window, num_classes))
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))
+        self._seen = 0  # `seen` on the host: reading the buffer would wait for the device at every step
         self.register_buffer("log_weights", torch.zeros(num_classes))
         self.register_buffer("target", torch.full((num_classes,), 1.0 / num_classes))
 
@@ -49,16 +50,22 @@ class DistributionAlignment(nn.Module):
     def forward(self, probs: Tensor) -> Tensor:
         """Add `probs` (N × classes) to the window, update the weights, return `probs` aligned."""
         self._remember(_all_ranks(probs.detach().float()))
-        recent = self.window[: min(int(self.seen), len(self.window))]
+        recent = self.window[: min(self._seen, len(self.window))]
         self.log_weights.copy_(balance_log_weights(recent, self.target, self.log_weights, self.iterations))
         return aligned_probs(probs, self.log_weights)
 
     def _remember(self, probs: Tensor) -> None:
         size = len(self.window)
         probs = probs[-size:]
-        slots = (int(self.seen) + torch.arange(len(probs), device=probs.device)) % size
+        slots = (self._seen + torch.arange(len(probs), device=probs.device)) % size
         self.window[slots] = probs
         self.seen += len(probs)
+        self._seen += len(probs)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "seen" in state_dict:  # a checkpoint's tensors are on the CPU: no device sync
+            self._seen = int(state_dict[prefix + "seen"])
 
 
 def _all_ranks(t: Tensor) -> Tensor:

@@ -92,7 +92,8 @@ class SSLAlgorithm(L.LightningModule):
     @staticmethod
     def _make_ema(net: nn.Module, decay: float) -> AveragedModel:
         def average(ema_param: Tensor, param: Tensor, num_averaged: Tensor) -> Tensor:
-            d = L_.ema_decay(int(num_averaged), decay)
+            # A tensor on the device: int(num_averaged) would wait for it once per parameter and buffer per step.
+            d = L_.ema_decay(num_averaged, decay)  # a 0-d tensor: promotes like a Python float would
             return d * ema_param + (1.0 - d) * param
 
         ema = AveragedModel(net, avg_fn=average, use_buffers=True)

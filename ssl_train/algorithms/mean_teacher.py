@@ -33,6 +33,6 @@ class MeanTeacher(SSLAlgorithm):
         student_view, teacher_view = self.unlabeled_views
         logits_lb, logits_student = self.forward_views(batch["lb"]["x"], batch["ulb"][student_view])
         with torch.no_grad():
-            logits_teacher = self.ema(batch["ulb"][teacher_view])
+            logits_teacher = self.ema(self._input(batch["ulb"][teacher_view]))
         return StepLosses(sup=F.cross_entropy(logits_lb, batch["lb"]["y"]),
                           unsup=softmax_mse(logits_student, logits_teacher))

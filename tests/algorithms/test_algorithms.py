@@ -100,6 +100,22 @@ def test_fixmatch_distribution_alignment_balances_the_remembered_predictions():
     assert build(FixMatch, distribution_alignment=False).alignment is None
 
 
+def test_a_restored_alignment_continues_its_window_where_the_saved_one_was():
+    """The window's fill count lives on the host (no device sync per step) and comes back with a checkpoint."""
+    model = build(FixMatch, threshold=0.0, distribution_alignment=True, alignment_window=12)
+    b = batch()
+    model.eval()
+    for _ in range(2):
+        model.losses(b)
+    restored = build(FixMatch, threshold=0.0, distribution_alignment=True, alignment_window=12)
+    restored.load_state_dict(model.state_dict())
+    restored.eval()
+    assert restored.alignment._seen == int(model.alignment.seen) == 16
+    model.losses(b), restored.losses(b)
+    torch.testing.assert_close(restored.alignment.window, model.alignment.window, rtol=0, atol=0)
+    torch.testing.assert_close(restored.alignment.log_weights, model.alignment.log_weights, rtol=0, atol=0)
+
+
 def test_fixmatch_alignment_rejects_an_empty_window():
     with pytest.raises(SSLTrainError, match="alignment_window=0"):
         build(FixMatch, distribution_alignment=True, alignment_window=0)
