@@ -34,6 +34,7 @@ import torch
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from ssl_train import losses
+from ssl_train.algorithms.ema import EMA
 from ssl_train.io import write_json_atomic, write_text_atomic
 from ssl_train.run.config import compose
 from ssl_train.run.training import build
@@ -140,11 +141,7 @@ def hand_written_step(overrides: list[str], warmup: int, steps: int, device: tor
     cfg = compose_config(overrides)
     datamodule, model, _ = build(cfg)
     net = model.net.to(device).train()
-    def average(ema_param, param, num_averaged):
-        d = losses.ema_decay(int(num_averaged), 0.999)
-        return d * ema_param + (1.0 - d) * param
-
-    ema = torch.optim.swa_utils.AveragedModel(net, avg_fn=average, use_buffers=True)
+    ema = EMA(net, 0.999)
     decay = [p for p in net.parameters() if p.ndim > 1]
     no_decay = [p for p in net.parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],

@@ -106,11 +106,8 @@ def linear_rampup(step: int, length: int) -> float:
 RAMPUPS = {"sigmoid": sigmoid_rampup, "linear": linear_rampup, "none": lambda step, length: 1.0}
 
 
-def ema_decay(step: int | Tensor, decay: float) -> float | Tensor:
-    """Mean Teacher's warm-up: min(1 − 1/(step+1), decay), so early EMA weights follow the model. A tensor step
-    (the EMA's own counter, on the device) gives a tensor, computed without waiting for the device."""
-    if isinstance(step, Tensor):
-        return (1.0 - 1.0 / (step.float() + 1.0)).clamp(max=decay)
+def ema_decay(step: int, decay: float) -> float:
+    """Mean Teacher's warm-up: min(1 − 1/(step+1), decay), so early EMA weights follow the model."""
     return min(1.0 - 1.0 / (step + 1), decay)
 
 

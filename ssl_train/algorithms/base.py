@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
 
 from ssl_train import losses as L_
+from ssl_train.algorithms.ema import EMA
 from ssl_train.errors import NonFiniteLossError, SSLTrainError
 
 
@@ -76,7 +76,7 @@ class SSLAlgorithm(L.LightningModule):
         self.save_hyperparameters(ignore=["net", "optimizer", "teacher"])  # networks are weights, not hyperparameters
         self.net = net
         self.optimizer_factory = optimizer or functools.partial(torch.optim.SGD, lr=0.03, momentum=0.9, nesterov=True)
-        self.ema = self._make_ema(net, ema_decay) if ema_decay else None
+        self.ema = EMA(net, ema_decay) if ema_decay else None
         self.val_metrics = eval_metrics(num_classes, "val/")
         self.test_metrics = eval_metrics(num_classes, "test/")
         self.val_acc_best = MaxMetric()
@@ -89,17 +89,6 @@ class SSLAlgorithm(L.LightningModule):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # --- networks ---------------------------------------------------------------
-    @staticmethod
-    def _make_ema(net: nn.Module, decay: float) -> AveragedModel:
-        def average(ema_param: Tensor, param: Tensor, num_averaged: Tensor) -> Tensor:
-            # A tensor on the device: int(num_averaged) would wait for it once per parameter and buffer per step.
-            d = L_.ema_decay(num_averaged, decay)  # a 0-d tensor: promotes like a Python float would
-            return d * ema_param + (1.0 - d) * param
-
-        ema = AveragedModel(net, avg_fn=average, use_buffers=True)
-        ema.requires_grad_(False)
-        return ema
-
     @property
     def eval_net(self) -> nn.Module:
         """The network that val/test/export see: the EMA copy when enabled."""

@@ -69,6 +69,34 @@ def test_ema_update_arithmetic_with_warmup():
     assert torch.allclose(w(model.ema.module), 0.5 * ema_before + 0.5 * w(model.net))
 
 
+def test_a_restored_ema_continues_its_warm_up_where_the_saved_one_was():
+    """The update count lives on the host (no device sync per step) and comes back with a checkpoint."""
+    model = build(Supervised, ema_decay=0.9)
+    for _ in range(3):
+        next(model.net.parameters()).data.add_(1.0)
+        model.ema.update_parameters(model.net)
+    restored = build(Supervised, ema_decay=0.9)
+    restored.load_state_dict(model.state_dict())
+    assert restored.ema.updates == int(model.ema.n_averaged) == 3
+    for m in (model, restored):
+        m.ema.update_parameters(m.net)  # decay min(1 - 1/4, .9) = 0.75 for both
+    for ours, theirs in zip(restored.ema.state_dict().values(), model.ema.state_dict().values()):
+        assert torch.equal(ours, theirs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host-device syncs exist only with a device")
+def test_a_training_step_never_waits_for_the_device():
+    model = build(FixMatch, threshold=0.5, distribution_alignment=True).cuda()
+    b = {k: ({kk: vv.cuda() for kk, vv in v.items()} if isinstance(v, dict) else v) for k, v in batch().items()}
+    model.losses(b)  # the first call may allocate and synchronize
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        model.losses(b)
+        model.ema.update_parameters(model.net)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def test_fixmatch_uses_one_concatenated_forward():
     model = build(FixMatch, threshold=0.0)
     calls = []
