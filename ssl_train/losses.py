@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -46,12 +47,67 @@ def balance_log_weights(probs: Tensor, target_marginal: Tensor, log_weights: Ten
 
 
 def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
-    """Cross-entropy averaged over *all* samples, masked ones counting as zero.
+    """Cross-entropy averaged over *all* samples, each weighted by `mask` (0/1 or a soft weight in [0, 1]).
 
     Averaging over the whole unlabeled batch (not only the confident part) is
     what FixMatch does: the loss weight then grows with the mask ratio.
+    `targets` are class ids or, for soft targets (UDA), rows of class probabilities.
     """
+    if targets.is_floating_point():  # soft targets: in float32, whatever precision the logits have
+        logits = logits.float()
     return (F.cross_entropy(logits, targets, reduction="none") * mask).mean()
+
+
+def sharpen(probs: Tensor, temperature: float) -> Tensor:
+    """p^(1/T), renormalized (MixMatch, UDA): T < 1 makes a distribution more confident; T = 1 keeps it."""
+    return (probs.float().clamp_min(1e-12).log() / temperature).softmax(dim=-1)
+
+
+def curriculum_mask(confidence: Tensor, labels: Tensor, learning_effect: Tensor, threshold: float,
+                    mapping: str) -> Tensor:
+    """FlexMatch's mask: confidence ≥ τ·M(β_c) for the predicted class c (M: `CURRICULUM_MAPPINGS`)."""
+    return (confidence >= threshold * CURRICULUM_MAPPINGS[mapping](learning_effect[labels])).float()
+
+
+# FlexMatch's mapping functions of the learning effect β in [0, 1]; the paper's default is the convex one.
+CURRICULUM_MAPPINGS = {"convex": lambda b: b / (2.0 - b), "linear": lambda b: b}
+
+
+def learning_effect(selected: Tensor, num_classes: int, warmup: bool) -> Tensor:
+    """FlexMatch's β_c: how many samples' last confident prediction is c (`selected`, −1 for none), over the
+    largest class count, or with `warmup` over the largest of those and the count of samples still without one."""
+    counts = torch.zeros(num_classes + 1, device=selected.device).scatter_add_(
+        0, selected + 1, torch.ones_like(selected, dtype=torch.float32))
+    largest = counts.max() if warmup else counts[1:].max()
+    return counts[1:] / largest.clamp_min(1.0)
+
+
+def label_histogram(labels: Tensor, num_classes: int, weights: Tensor | None = None) -> Tensor:
+    """The (weighted) share of each class among `labels`; zeros when nothing counts."""
+    weights = torch.ones_like(labels, dtype=torch.float32) if weights is None else weights.float()
+    hist = torch.zeros(num_classes, device=labels.device).scatter_add_(0, labels, weights)
+    return hist / hist.sum().clamp_min(1e-12)
+
+
+def freematch_fairness(logits_strong: Tensor, mask: Tensor, class_probs: Tensor, label_hist: Tensor) -> Tensor:
+    """FreeMatch's fairness term over the masked strong-view predictions, as the reference implementation has it:
+    Σ_c a_c log b_c with a = SumNorm(p̃ / h̃) (EMA class probabilities over the EMA label histogram) and
+    b = SumNorm(p̄ / h̄) (mean probability over the histogram of predicted labels, both over the masked samples).
+    A class no masked sample predicts gets weight 0, not ∞; 0 when the mask is empty."""
+    probs = logits_strong.float().softmax(dim=-1)
+    mask = mask.float()
+    count = mask.sum()
+    mean_probs = (probs * mask[:, None]).sum(dim=0) / count.clamp_min(1e-12)
+    hist = label_histogram(probs.argmax(dim=-1), probs.shape[-1], mask)
+    a = class_probs * torch.where(label_hist > 0, 1.0 / label_hist.clamp_min(1e-12), 0.0).detach()
+    b = mean_probs * torch.where(hist > 0, 1.0 / hist.clamp_min(1e-12), 0.0).detach()
+    a, b = a / a.sum(), b / b.sum().clamp_min(1e-12)
+    return torch.where(count > 0, (a * (b + 1e-12).log()).sum(), 0.0)
+
+
+def truncated_gaussian_weight(confidence: Tensor, mean: Tensor, var: Tensor, n_sigma: float) -> Tensor:
+    """SoftMatch's weight: 1 for confidence ≥ μ, exp(−(confidence − μ)² / (2σ²/n²)) below."""
+    return torch.exp(-((confidence - mean).clamp(max=0.0) ** 2) / (2 * var.clamp_min(1e-12) / n_sigma**2))
 
 
 def fixmatch_loss(probs_weak: Tensor, logits_strong: Tensor, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -103,7 +159,15 @@ def linear_rampup(step: int, length: int) -> float:
     return min(max(step, 0), length) / length
 
 
-RAMPUPS = {"sigmoid": sigmoid_rampup, "linear": linear_rampup, "none": lambda step, length: 1.0}
+def cosine_rampup(step: int, length: int) -> float:
+    """1/2 − cos(π·t)/2 for t = step/length clipped to [0, 1] (AdaMatch's μ(t) over half of training)."""
+    if length <= 0:
+        return 1.0
+    return 0.5 - 0.5 * math.cos(math.pi * min(max(step, 0), length) / length)
+
+
+RAMPUPS = {"sigmoid": sigmoid_rampup, "linear": linear_rampup, "cosine": cosine_rampup,
+           "none": lambda step, length: 1.0}
 
 
 def ema_decay(step: int, decay: float) -> float:
@@ -114,3 +178,23 @@ def ema_decay(step: int, decay: float) -> float:
 def cosine_lr_factor(step: int, total_steps: int) -> float:
     """FixMatch's schedule cos(7πk/16K): a cosine that ends at ~0.2 of the base rate, not at zero."""
     return math.cos(7 * math.pi * min(step, total_steps) / (16 * max(total_steps, 1)))
+
+
+def mixup(x: Tensor, y: Tensor, lam: float, perm: Tensor) -> tuple[Tensor, Tensor]:
+    """MixUp (Zhang et al., 2018) of each sample with the one `perm` pairs it with: λ·a + (1−λ)·a[perm] for the
+    inputs `x` and the targets `y` (class probabilities) alike."""
+    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
+
+
+def label_propagation(probs: Tensor, similarity: Tensor, bank_labels: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """SimMatch's interaction of class and instance pseudo-labels (Zheng et al., 2022, Sec. 3.3).
+
+    `probs` (N × C) are the weak view's class probabilities, `similarity` (N × K) its softmax similarity to the K
+    labeled bank entries and `bank_labels` (K) their labels. Returns (instance targets: each similarity scaled by
+    the class probability of its entry's label, renormalized; class targets: α·probs + (1 − α)·the similarity
+    summed per class).
+    """
+    labels = bank_labels.expand(len(probs), -1)
+    scaled = similarity * probs.gather(1, labels)
+    aggregated = torch.zeros_like(probs).scatter_add(1, labels, similarity)
+    return scaled / scaled.sum(dim=1, keepdim=True).clamp_min(1e-12), alpha * probs + (1 - alpha) * aggregated

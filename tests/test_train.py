@@ -71,7 +71,7 @@ def test_test_results_are_logged_once_each_under_distinct_keys(make_cfg, tmp_pat
 
 
 def test_fixmatch_logs_mask_ratio_and_pseudo_label_accuracy(make_cfg, tmp_path):
-    train(make_cfg("algorithm=fixmatch", "algorithm.threshold=0.0"))
+    train(make_cfg("algorithm=fixmatch", "algorithm.masking.threshold=0.0"))
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "train/mask_ratio" in header and "train/pseudo_acc" in header
 
@@ -130,8 +130,17 @@ class StopAt(L.Callback):
             trainer.should_stop = True
 
 
-def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(make_cfg, tmp_path):
-    steps = ["trainer.max_steps=8", "trainer.val_check_interval=4"]
+@pytest.mark.parametrize("algorithm, parts", [
+    ([], ["alignment.window", "alignment.log_weights"]),
+    (["algorithm=flexmatch", "algorithm.masking.threshold=0.2"], ["masking.selected", "masking.learning_effect"]),
+    (["algorithm=freematch", "algorithm/alignment=ratio"],
+     ["masking.global_threshold", "masking.class_probs", "masking.label_hist", "alignment.model_mean"]),
+    (["algorithm=softmatch"], ["masking.mean", "masking.var", "alignment.model_mean"]),
+], ids=["fixmatch", "flexmatch", "freematch-ratio", "softmatch"])
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(make_cfg, tmp_path, algorithm, parts):
+    """The network and the parts' state (masking, alignment: buffers in the checkpoint) end as in one run;
+    FlexMatch's per-sample state is sized from the data in `setup`, before the restore, so it loads."""
+    steps = [*algorithm, "trainer.max_steps=8", "trainer.val_check_interval=4"]
     train(make_cfg(*steps, f"paths.output_dir={tmp_path / 'whole'}"))
 
     cfg = make_cfg(*steps, f"paths.output_dir={tmp_path / 'part'}")
@@ -147,6 +156,9 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(make_cfg, tmp
     assert whole.keys() == resumed.keys()
     for key in whole:
         assert torch.equal(whole[key], resumed[key]), key
+    halfway = weights(tmp_path / "part" / "checkpoints" / "last.ckpt")
+    for key in parts:  # the state moved after the restore: its equality says something
+        assert not torch.equal(halfway[key], resumed[key]), key
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -183,7 +195,7 @@ def test_a_sweep_job_without_its_metric_fails_alone_with_one_line(tmp_path):
     ("data=image_folder data.dataset.root=nowhere", "error: image folder"),
     ("optimizer.lr=1e30", "error: non-finite loss at step"),
     ("test_checkpoint=middle", "error: test_checkpoint='middle': expected 'last' or 'best'"),
-    ("algorithm.alignment_window=0", "error: algorithm.alignment_window=0, algorithm.alignment_iterations=1: both"),
+    ("algorithm.alignment.window=0", "error: algorithm.alignment.window=0: expected an integer >= 1"),
 ])
 def test_bad_input_is_one_clear_line_and_no_complete_run(tmp_path, override, message):
     result = run_cli(*FAST_CLI, *override.split(), f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
@@ -216,7 +228,7 @@ def test_ddp_on_two_cpu_processes_follows_the_single_process_loss(tmp_path):
     the (rank-averaged) losses agree up to per-device batch-norm statistics (SyncBN needs CUDA)."""
     common = ["data=synthetic", "data.dataset.num_samples=400", "data.dataset.image_shape=[3,8,8]", "model=cnn_small",
               "data.num_labels=40", "data.mu=2", "data.weak.translate=0", "data.weak.flip=false",
-              "data.strong.ops=[identity]", "data.strong.cutout=0", "algorithm.threshold=0.3",
+              "data.strong.ops=[identity]", "data.strong.cutout=0", "algorithm.masking.threshold=0.3",
               "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=1",
               "trainer.enable_progress_bar=false"]
     single = run_cli(*common, "data.batch_size=8", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'one'}",

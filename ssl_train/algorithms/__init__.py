@@ -1,4 +1,6 @@
 """SSL algorithms: one file each, subclassing `base.SSLAlgorithm` and owning only their loss.
 
-`alignment` is a part an algorithm can hold (FixMatch's distribution alignment), not an algorithm.
+The parts that methods share and swap (`part.Part`): `masking` (which pseudo-labels count, and how much) and
+`alignment` (class reweighting of the weak view); `distributed.gather_all` is how their state sees the global
+batch. FlexMatch, FreeMatch, SoftMatch and UDA are `fixmatch.FixMatch` with other parts (conf/algorithm/).
 """

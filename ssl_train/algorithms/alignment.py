@@ -1,16 +1,28 @@
-"""Distribution alignment: pseudo-label probabilities reweighted per class towards a target class marginal."""
+"""Distribution alignment parts: pseudo-label probabilities reweighted per class towards a target class marginal.
+
+`DistributionAlignment` keeps persistent Sinkhorn weights over a window of
+recent predictions (ssl_train's default for FixMatch); `RatioAlignment` is the
+one-step ratio of ReMixMatch, SoftMatch and AdaMatch, p · target / p̄ with p̄ a
+running mean of the predictions. Both take `forward(probs, probs_lb=None)`.
+"""
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
+from ssl_train.algorithms.distributed import gather_all
+from ssl_train.algorithms.part import Part, check_fraction
 from ssl_train.errors import SSLTrainError
 from ssl_train.losses import aligned_probs, balance_log_weights
 
 
-class DistributionAlignment(nn.Module):
+def labeled_prior(datamodule) -> Tensor | None:
+    """The labeled set's class frequencies, when the data module knows them."""
+    return datamodule.labeled_class_prior() if hasattr(datamodule, "labeled_class_prior") else None
+
+
+class DistributionAlignment(Part):
     """Per-class weights that give the recent unlabeled predictions the target class marginal, applied to each batch.
 
     ReMixMatch divides each prediction by the mean of recent predictions, afresh at
@@ -24,17 +36,17 @@ class DistributionAlignment(nn.Module):
     over-predicted class move to the class that lacks them.
 
     The target is uniform until `set_target` gives the labeled set's class
-    frequencies (as ReMixMatch does; FixMatch does so when training starts): the
+    frequencies (as ReMixMatch does; `bind` does so before training): the
     unlabeled data is assumed to follow them. Under DDP every rank adds the whole
     global batch, so all ranks hold the same weights. The window and weights are
     buffers: they are checkpointed, and a resumed run aligns exactly as before.
     """
 
     def __init__(self, num_classes: int, window: int = 8192, iterations: int = 1):
-        super().__init__()
-        if window < 1 or iterations < 1:
-            raise SSLTrainError(f"algorithm.alignment_window={window}, algorithm.alignment_iterations={iterations}: "
-                                "both must be ≥ 1")
+        for key, value in (("window", window), ("iterations", iterations)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SSLTrainError(f"algorithm.alignment.{key}={value!r}: expected an integer >= 1")
+        super().__init__(window=window, iterations=iterations)
         self.iterations = iterations
         self.register_buffer("window", torch.zeros(window, num_classes))
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))
@@ -42,14 +54,19 @@ class DistributionAlignment(nn.Module):
         self.register_buffer("log_weights", torch.zeros(num_classes))
         self.register_buffer("target", torch.full((num_classes,), 1.0 / num_classes))
 
+    def bind(self, datamodule) -> None:
+        prior = labeled_prior(datamodule)
+        if prior is not None:
+            self.set_target(prior)
+
     def set_target(self, class_prior: Tensor) -> None:
         """The class marginal to align to (a class never labeled keeps a tiny share, not zero)."""
         prior = torch.as_tensor(class_prior, dtype=torch.float64).clamp_min(1e-6)
         self.target.copy_(prior / prior.sum())
 
-    def forward(self, probs: Tensor) -> Tensor:
+    def forward(self, probs: Tensor, probs_lb: Tensor | None = None) -> Tensor:
         """Add `probs` (N × classes) to the window, update the weights, return `probs` aligned."""
-        self._remember(_all_ranks(probs.detach().float()))
+        self._remember(gather_all(probs.detach().float()))
         recent = self.window[: min(self._seen, len(self.window))]
         self.log_weights.copy_(balance_log_weights(recent, self.target, self.log_weights, self.iterations))
         return aligned_probs(probs, self.log_weights)
@@ -68,10 +85,46 @@ class DistributionAlignment(nn.Module):
             self._seen = int(state_dict[prefix + "seen"])
 
 
-def _all_ranks(t: Tensor) -> Tensor:
-    """`t` from every DDP rank, concatenated (itself when not distributed)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return t
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
+
+class RatioAlignment(Part):
+    """p · target / p̄, renormalized, with p̄ the EMA (`momentum`) of the unlabeled batches' mean prediction,
+    started from the first batch's mean (momentum 0: the batch's own mean, as AdaMatch's paper).
+
+    `target`: "uniform" (SoftMatch's uniform alignment), "labeled" (the labeled set's class frequencies, as
+    ReMixMatch) or "predictions" (the EMA of the labeled batches' mean prediction, as AdaMatch).
+    """
+
+    TARGETS = ("uniform", "labeled", "predictions")
+
+    def __init__(self, num_classes: int, momentum: float = 0.999, target: str = "uniform"):
+        if target not in self.TARGETS:
+            raise SSLTrainError(f"algorithm.alignment.target={target!r}: expected one of {list(self.TARGETS)}")
+        super().__init__(momentum=check_fraction("algorithm.alignment.momentum", momentum), target=target)
+        self.momentum, self.target_kind = momentum, target
+        self.register_buffer("model_mean", torch.full((num_classes,), 1.0 / num_classes))
+        self.register_buffer("target", torch.full((num_classes,), 1.0 / num_classes))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self._updates = 0  # `updates` on the host, so the first-update test does not wait for the device
+
+    def bind(self, datamodule) -> None:
+        prior = labeled_prior(datamodule) if self.target_kind == "labeled" else None
+        if prior is not None:
+            prior = torch.as_tensor(prior, dtype=torch.float32).clamp_min(1e-6)
+            self.target.copy_(prior / prior.sum())
+
+    def forward(self, probs: Tensor, probs_lb: Tensor | None = None) -> Tensor:
+        m = self.momentum if self._updates else 0.0
+        self.model_mean.mul_(m).add_((1 - m) * gather_all(probs.detach().float()).mean(dim=0))
+        if self.target_kind == "predictions":
+            if probs_lb is None:
+                raise SSLTrainError("algorithm.alignment.target=predictions needs the labeled batch's probabilities")
+            self.target.mul_(self.momentum).add_((1 - self.momentum) * gather_all(probs_lb.detach().float()).mean(0))
+        self.updates += 1
+        self._updates += 1
+        aligned = probs * (self.target + 1e-6) / (self.model_mean + 1e-6)
+        return aligned / aligned.sum(dim=-1, keepdim=True)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "updates" in state_dict:
+            self._updates = int(state_dict[prefix + "updates"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightning as L
 import torch
@@ -18,6 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibratio
 
 from ssl_train import losses as L_
 from ssl_train.algorithms.ema import EMA
+from ssl_train.algorithms.part import Part
 from ssl_train.errors import NonFiniteLossError, SSLTrainError
 
 
@@ -25,15 +26,19 @@ from ssl_train.errors import NonFiniteLossError, SSLTrainError
 class StepLosses:
     """What an algorithm computes for one training batch.
 
-    `mask` marks the unlabeled samples that contributed to `unsup` (1.0) or not
-    (0.0) and `pseudo_labels` the labels they were pushed towards; the base uses
-    both for the mask ratio and pseudo-label accuracy logs.
+    `weights` are the unlabeled samples' weights in `unsup` (a 0/1 mask or a soft
+    weight in [0, 1]) and `pseudo_labels` the labels they were pushed towards; the
+    base logs the mask ratio as the mean weight and the pseudo-label accuracy
+    weighted by them. `extra` are further named loss terms, already weighted,
+    added to the loss as they are (FreeMatch's fairness, SimMatch's instance
+    similarity).
     """
 
     sup: Tensor
     unsup: Tensor | None = None
-    mask: Tensor | None = None
+    weights: Tensor | None = None
     pseudo_labels: Tensor | None = None
+    extra: dict[str, Tensor] = field(default_factory=dict)
 
 
 def eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -73,7 +78,8 @@ class SSLAlgorithm(L.LightningModule):
             raise SSLTrainError(f"algorithm.rampup={rampup!r}: expected one of {sorted(L_.RAMPUPS)}")
         if eval_ema and not ema_decay:
             raise SSLTrainError("algorithm.eval_ema=true needs algorithm.ema_decay > 0")
-        self.save_hyperparameters(ignore=["net", "optimizer", "teacher"])  # networks are weights, not hyperparameters
+        # Networks are weights and parts are modules (checkpoints name the parts by their `to_config`).
+        self.save_hyperparameters(ignore=["net", "optimizer", "teacher", "masking", "alignment"])
         self.net = net
         self.optimizer_factory = optimizer or functools.partial(torch.optim.SGD, lr=0.03, momentum=0.9, nesterov=True)
         self.ema = EMA(net, ema_decay) if ema_decay else None
@@ -84,6 +90,22 @@ class SSLAlgorithm(L.LightningModule):
         self.checkpoint_extras: dict = {}
         self.test_prefix = "test"
         self.channels_last = False  # set by `ssl_train.speed.apply`
+
+    def parts(self) -> dict[str, Part]:
+        """The swappable parts this algorithm holds (masking, alignment), by attribute name."""
+        return {name: module for name, module in self.named_children() if isinstance(module, Part)}
+
+    def extra_modules(self) -> list[nn.Module]:
+        """Trainable modules the algorithm owns beside `net` (SimMatch's projection head): the optimizer trains
+        them too (no EMA copy, not exported)."""
+        return []
+
+    def setup(self, stage: str) -> None:
+        # Lightning calls this before it restores a checkpoint: parts size their state from the data here.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None:
+            for part in self.parts().values():
+                part.bind(datamodule)
 
     def _input(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -115,15 +137,19 @@ class SSLAlgorithm(L.LightningModule):
         out = self.losses(batch)
         weight = self.unsup_weight() if out.unsup is not None else 0.0
         loss = out.sup + weight * out.unsup if out.unsup is not None else out.sup
+        loss = loss + sum(out.extra.values())
         logs = {"train/loss": loss.detach(), "train/sup_loss": out.sup.detach(),
                 "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"]}
         if out.unsup is not None:
             logs |= {"train/unsup_loss": out.unsup.detach(), "train/unsup_weight": weight}
-        if out.mask is not None:
-            logs["train/mask_ratio"] = out.mask.float().mean()
-            known = out.mask.bool() & (truth >= 0) if truth is not None else None
-            if known is not None and known.any():
-                logs["train/pseudo_acc"] = (out.pseudo_labels[known] == truth[known]).float().mean()
+        logs |= {f"train/{name}_loss": term.detach() for name, term in out.extra.items()}
+        if out.weights is not None:
+            weights = out.weights.float()
+            logs["train/mask_ratio"] = weights.mean()
+            if truth is not None and out.pseudo_labels is not None:
+                counted = weights * (truth >= 0)
+                if counted.sum() > 0:  # pseudo-label accuracy as the weights count the labels
+                    logs["train/pseudo_acc"] = (counted * (out.pseudo_labels == truth)).sum() / counted.sum()
         self._check_finite(loss, logs)
         logs = self._global_means(logs)
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=len(batch["lb"]["y"]))
@@ -192,12 +218,14 @@ class SSLAlgorithm(L.LightningModule):
         total = self.trainer.max_steps
         if total is None or total <= 0:
             raise SSLTrainError(f"trainer.max_steps={total}: training is step-based, give a positive step count")
-        decay = [p for p in self.net.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.net.parameters() if p.ndim <= 1]
-        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        def split(params: list) -> list[dict]:
+            return [{"params": [p for p in params if p.ndim > 1], "weight_decay": self.hparams.weight_decay},
+                    {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
         own_groups = getattr(getattr(self.net, "backbone", None), "param_groups", None)  # e.g. layer-wise lr decay
-        optimizer = self.optimizer_factory(own_groups(self.hparams.weight_decay) if own_groups else groups)
+        groups = own_groups(self.hparams.weight_decay) if own_groups else split(list(self.net.parameters()))
+        extra = [p for module in self.extra_modules() for p in module.parameters()]
+        optimizer = self.optimizer_factory(groups + (split(extra) if extra else []))
         for group in optimizer.param_groups:  # a group's share of the learning rate (`lr_scale`, as timm names it)
             group["lr"] *= group.pop("lr_scale", 1.0)
         factor = (lambda k: L_.cosine_lr_factor(k, total)) if self.hparams.lr_schedule == "cosine" else (lambda k: 1.0)
@@ -215,7 +243,8 @@ class SSLAlgorithm(L.LightningModule):
         if not hasattr(datamodule, "to_config") or model_config is None:
             return {}  # not rebuildable: ssl-export and friends say so, naming the file
         algorithm = {"_target_": f"{type(self).__module__}.{type(self).__qualname__}",
-                     **{k: v for k, v in self.hparams.items() if k != "num_classes"}}
+                     **{k: v for k, v in self.hparams.items() if k != "num_classes"},
+                     **{name: part.to_config() for name, part in self.parts().items()}}
         return {"config": {"model": model_config, "data": datamodule.to_config(), "algorithm": algorithm,
                            "seed": datamodule.seed},
                 "classes": list(datamodule.source.classes), "input_shape": list(datamodule.input_shape),

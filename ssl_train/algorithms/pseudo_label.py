@@ -17,4 +17,4 @@ class PseudoLabel(SSLAlgorithm):
         logits_lb, logits_ulb = self.forward_views(batch["lb"]["x"], batch["ulb"]["weak"])
         pseudo, mask = confident_pseudo_labels(logits_ulb, self.threshold)
         return StepLosses(sup=F.cross_entropy(logits_lb, batch["lb"]["y"]),
-                          unsup=masked_cross_entropy(logits_ulb, pseudo, mask), mask=mask, pseudo_labels=pseudo)
+                          unsup=masked_cross_entropy(logits_ulb, pseudo, mask), weights=mask, pseudo_labels=pseudo)

@@ -30,7 +30,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSample
 
 from ssl_train.data.augment import StrongAugment, WeakAugment
 from ssl_train.data.datasets import FileImages, SourceData, TensorImages
-from ssl_train.data.splits import Splits, index_stream, make_splits
+from ssl_train.data.splits import Splits, carve, index_stream, make_splits
 from ssl_train.errors import SSLTrainError, first_line
 
 
@@ -81,6 +81,11 @@ class Subset:
         idx = self.indices[np.asarray(positions)]
         return {"x": self.source.load(idx), "y": torch.as_tensor(self.source.labels[idx])}
 
+    def carve(self, size: float | int, seed: int, *, key: str) -> tuple[Subset, Subset]:
+        """(rest, held): `held` a stratified, seeded carve of `size` samples (`splits.carve`), `rest` the others."""
+        rest, held = carve(np.arange(len(self)), self.labels, size, seed, key=key)
+        return Subset(self.source, self.indices[rest]), Subset(self.source, self.indices[held])
+
 
 class PairedSteps:
     """Maps a step number to {"lb": B labeled samples, "ulb": μ·B unlabeled samples}.
@@ -98,13 +103,16 @@ class PairedSteps:
 
     def __getitem__(self, step: int) -> dict[str, Any]:
         slot = step * self.world_size + self.rank
-        batch = {"step": torch.tensor(step),
-                 "lb": self.labeled[index_stream(len(self.labeled), slot * self.batch_size, self.batch_size,
-                                                 (self.seed, 0))]}
+        batch = {"step": torch.tensor(step), "lb": self._samples(self.labeled, slot, self.batch_size, 0)}
         if self.unlabeled is not None and self.unlabeled_batch_size:
-            n = self.unlabeled_batch_size
-            batch["ulb"] = self.unlabeled[index_stream(len(self.unlabeled), slot * n, n, (self.seed, 1))]
+            batch["ulb"] = self._samples(self.unlabeled, slot, self.unlabeled_batch_size, 1)
         return self.transform(batch) if self.transform is not None else batch
+
+    def _samples(self, split, slot: int, count: int, stream: int) -> dict[str, Tensor]:
+        """`count` samples of the split's stream with their positions in the split (`idx`: per-sample state such
+        as FlexMatch's is indexed by them)."""
+        positions = index_stream(len(split), slot * count, count, (self.seed, stream))
+        return split[positions] | {"idx": torch.as_tensor(positions)}
 
 
 class StepSampler(Sampler[int]):
@@ -139,18 +147,24 @@ class SSLDataModule(L.LightningDataModule):
     from the algorithm the trainer fits (its `unlabeled_views`), so nothing needs
     setting by hand; set `views` only to draw batches without a trainer. `augment_on` is
     "device" (after the transfer, batched on the GPU when there is one) or
-    "loader" (on the CPU, in the loader's workers).
+    "loader" (on the CPU, in the loader's workers). `val_from` is where the validation split comes from
+    when the dataset has none: "train" (carved from the training pool) or "test" (a stratified, seeded
+    carve of `val_size` from the test split, which keeps the rest), so that no training image is held
+    out, as in the FixMatch and USB protocols.
     """
 
     def __init__(self, dataset: Callable[[], SourceData], num_labels: int = 40, batch_size: int = 64, mu: int = 7,
                  eval_batch_size: int = 512, val_size: float | int = 0.1, test_size: float | int = 0.25,
                  include_labeled_in_unlabeled: bool = False, seed: int = 0, num_workers: int = 0,
                  weak: WeakAugment | None = None, strong: StrongAugment | None = None,
-                 augment_on: str = "device", prefetch_factor: int = 4):
+                 augment_on: str = "device", prefetch_factor: int = 4, val_from: str = "train"):
         super().__init__()
         if augment_on not in ("device", "loader"):
             raise SSLTrainError(f"data.augment_on={augment_on!r}: expected 'device' or 'loader'")
-        self.augment_on, self.prefetch_factor = augment_on, prefetch_factor
+        if val_from not in ("train", "test"):
+            raise SSLTrainError(f"data.val_from={val_from!r}: expected 'train' (carve data.val_size from the "
+                                f"training pool) or 'test' (from the test split)")
+        self.augment_on, self.prefetch_factor, self.val_from = augment_on, prefetch_factor, val_from
         self.dataset_fn, self.num_labels, self.batch_size, self.mu = dataset, num_labels, batch_size, mu
         self.eval_batch_size, self.val_size, self.test_size = eval_batch_size, val_size, test_size
         self.include_labeled_in_unlabeled, self.seed, self.num_workers = include_labeled_in_unlabeled, seed, num_workers
@@ -188,17 +202,23 @@ class SSLDataModule(L.LightningDataModule):
         if self.source is not None:
             return
         source = self.dataset_fn()
+        if self.val_from == "test" and source.val is not None:
+            raise SSLTrainError("data.val_from=test: the dataset has a validation split of its own "
+                                "(use data.val_from=train)")
         labels = source.train.labels
         self.splits: Splits = make_splits(
             labels, len(source.classes), self.num_labels, self.seed,
-            val_size=0 if source.val is not None else self.val_size,
+            val_size=0 if source.val is not None or self.val_from == "test" else self.val_size,
             test_size=0 if source.test is not None else self.test_size,
             include_labeled_in_unlabeled=self.include_labeled_in_unlabeled)
         self.labeled = Subset(source.train, self.splits.labeled)
         pools = [Subset(source.train, self.splits.unlabeled)] + ([Subset(source.unlabeled)] if source.unlabeled else [])
         self.unlabeled = pools[0] if len(pools) == 1 else ConcatSubset(pools)
-        self.val = Subset(source.val) if source.val is not None else Subset(source.train, self.splits.val)
         self.test = Subset(source.test) if source.test is not None else Subset(source.train, self.splits.test)
+        if self.val_from == "test":
+            self.test, self.val = self.test.carve(self.val_size, self.seed + 1, key="data.val_size")
+        else:
+            self.val = Subset(source.val) if source.val is not None else Subset(source.train, self.splits.val)
         for name, split in (("validation", self.val), ("test", self.test), ("unlabeled", self.unlabeled)):
             if len(split) == 0 and (name != "unlabeled" or self.mu):
                 raise SSLTrainError(f"the {name} split of the dataset is empty")
@@ -234,7 +254,8 @@ class SSLDataModule(L.LightningDataModule):
                 "val_size": self.val_size, "test_size": self.test_size,
                 "include_labeled_in_unlabeled": self.include_labeled_in_unlabeled, "seed": self.seed,
                 "num_workers": self.num_workers, "prefetch_factor": self.prefetch_factor,
-                "augment_on": self.augment_on, "weak": self.weak.to_config(), "strong": self.strong.to_config()}
+                "augment_on": self.augment_on, "val_from": self.val_from, "weak": self.weak.to_config(),
+                "strong": self.strong.to_config()}
 
     # --- loaders ----------------------------------------------------------------
     def _rank(self) -> tuple[int, int]:
@@ -281,10 +302,10 @@ class SSLDataModule(L.LightningDataModule):
         scale = self.source.scale
         gen = self._step_generator(batch["lb"]["x"].device, int(batch["step"]))
         out = {"step": batch["step"], "lb": {"x": self.weak(batch["lb"]["x"].float() * scale, gen),
-                                             "y": batch["lb"]["y"]}}
+                                             "y": batch["lb"]["y"], "idx": batch["lb"]["idx"]}}
         if "ulb" in batch:
             x = batch["ulb"]["x"].float() * scale
-            out["ulb"] = {view: self._augmenter(view)(x, gen) for view in self.views}
+            out["ulb"] = {view: self._augmenter(view)(x, gen) for view in self.views} | {"idx": batch["ulb"]["idx"]}
             out["ulb_truth"] = batch["ulb"]["y"]
         return out
 

@@ -12,6 +12,7 @@ import functools
 import numbers
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ssl_train.data.cache import open_cache
-from ssl_train.errors import SSLTrainError
+from ssl_train.errors import SSLTrainError, first_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -336,3 +337,104 @@ def readable(path: Path) -> bool:
         return True
     except Exception:
         return False
+
+
+def npz(path: str | None = None) -> SourceData:
+    """A user's arrays in one `.npz` file (`np.savez(path, x=..., y=..., split=..., classes=...)`).
+
+    - `x`: uint8 images, N×H×W (grayscale) or N×H×W×C with C 1 or 3; pixels are scaled by 1/255.
+    - `y`: integer class ids 0..K-1 per image, -1 for an unlabeled one.
+    - `split` (optional, absent: every row is train): per image "train", "val", "test" or "unlabeled"
+      (strings), or their positions 0, 1, 2, 3 (integers).
+    - `classes` (optional, absent: "0".."max y"): the K class names that y indexes.
+
+    Labeled train rows are the pool that labels are drawn from; val and test rows are those splits (carved from
+    the pool when no row names them); rows with y = -1 or split "unlabeled" are the unlabeled data (a known y
+    of an unlabeled row is only compared with pseudo-labels in the logs). The file is untrusted data: it is
+    read with `allow_pickle=False`, so object arrays are refused, never unpickled.
+    """
+    names = ("train", "val", "test", "unlabeled")
+    if not path:
+        raise SSLTrainError("data.dataset.path is required: an .npz file with arrays x (uint8 images) and y "
+                            "(class ids, -1: unlabeled)")
+    file = Path(path)
+    if not file.is_file():
+        raise SSLTrainError(f"npz file {file.resolve()} not found (data.dataset.path)")
+    try:
+        archive = np.load(file, allow_pickle=False)
+    except ValueError:  # neither a zip nor an .npy array: numpy would unpickle it, which is refused
+        raise SSLTrainError(f"{file}: not an .npz archive (nor an .npy array; pickles are refused); save one with "
+                            f"np.savez(path, x=images, y=labels)") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise SSLTrainError(f"{file}: not a readable .npz archive ({first_line(exc)}); save one with np.savez("
+                            f"path, x=images, y=labels)") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise SSLTrainError(f"{file}: a single .npy array, not an .npz archive; save one with np.savez("
+                            f"path, x=images, y=labels)")
+
+    def array(name: str, required: bool) -> np.ndarray | None:
+        if name not in archive.files:
+            if required:
+                raise SSLTrainError(f"{file}: no array {name!r} (it holds {', '.join(archive.files) or 'none'}); "
+                                    f"expected x (uint8 images) and y (class ids, -1: unlabeled)")
+            return None
+        try:
+            return archive[name]
+        except ValueError as exc:  # an object array: loading it would unpickle
+            raise SSLTrainError(f"{file}: array {name!r} refused ({first_line(exc)}): expected numbers or "
+                                f"strings") from None
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise SSLTrainError(f"{file}: array {name!r} is unreadable ({first_line(exc)})") from None
+
+    with archive:
+        x, y, split, classes = (array(name, name in ("x", "y")) for name in ("x", "y", "split", "classes"))
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[3] not in (1, 3)) or 0 in x.shape:
+        raise SSLTrainError(f"{file}: x is {x.dtype} of shape {x.shape}: expected uint8 images of shape N×H×W or "
+                            f"N×H×W×C with C 1 or 3")
+    if not np.issubdtype(y.dtype, np.integer) or y.shape != (len(x),):
+        raise SSLTrainError(f"{file}: y is {y.dtype} of shape {y.shape}: expected {len(x)} integer class ids "
+                            f"(one per image of x, -1: unlabeled)")
+    if y.min() < -1:
+        raise SSLTrainError(f"{file}: y holds {y.min()}: expected class ids >= 0, or -1 for an unlabeled image")
+    if classes is not None:
+        if classes.dtype.kind not in "US" or classes.ndim != 1 or len(set(classes.tolist())) != len(classes):
+            raise SSLTrainError(f"{file}: classes is {classes.dtype} of shape {classes.shape}: expected distinct "
+                                f"class names (a 1-D string array)")
+        classes = [c.decode() if isinstance(c, bytes) else str(c) for c in classes.tolist()]
+        if y.max() >= len(classes):
+            raise SSLTrainError(f"{file}: y holds class id {y.max()} but classes has {len(classes)} names "
+                                f"(expected ids 0..{len(classes) - 1})")
+    elif y.max() >= len(x):
+        raise SSLTrainError(f"{file}: y holds class id {y.max()} for {len(x)} images: expected ids 0..K-1 of K "
+                            f"classes")
+    if split is None:
+        codes = np.zeros(len(x), dtype=np.int64)
+    elif split.shape != (len(x),) or split.dtype.kind not in "USiu":
+        raise SSLTrainError(f"{file}: split is {split.dtype} of shape {split.shape}: expected {len(x)} values "
+                            f"(one per image of x), each one of {', '.join(names)} or its position 0-3")
+    else:
+        found, inverse = np.unique(np.char.decode(split) if split.dtype.kind == "S" else split, return_inverse=True)
+        known = names if found.dtype.kind == "U" else range(len(names))
+        unknown = [v for v in found.tolist() if v not in known]
+        if unknown:
+            raise SSLTrainError(f"{file}: split holds {', '.join(map(repr, unknown[:5]))}: expected "
+                                f"{', '.join(names)} or their positions 0-3")
+        codes = np.array([list(known).index(v) for v in found.tolist()], dtype=np.int64)[inverse]
+    unlabeled = (y == -1) | (codes == 3)
+    for k in (1, 2):
+        missing = np.flatnonzero((codes == k) & (y == -1))
+        if len(missing):
+            raise SSLTrainError(f"{file}: {len(missing)} {names[k]} rows have y = -1 (row {missing[0]} first): "
+                                f"{names[k]} images need their class ids")
+    if not ((codes == 0) & ~unlabeled).any():
+        raise SSLTrainError(f"{file}: no labeled train row (y >= 0, split train): labels are drawn from them")
+    hwc = x[..., None] if x.ndim == 3 else x
+    images = torch.from_numpy(hwc.transpose(0, 3, 1, 2))
+
+    def part(rows: np.ndarray) -> TensorImages | None:
+        rows = np.flatnonzero(rows)
+        return TensorImages(images[torch.from_numpy(rows)], y[rows]) if len(rows) else None
+
+    return SourceData(train=part((codes == 0) & ~unlabeled), scale=1 / 255,
+                      classes=classes or [str(k) for k in range(y.max() + 1)],
+                      val=part(codes == 1), test=part(codes == 2), unlabeled=part(unlabeled))

@@ -52,7 +52,7 @@ class EvalOptions:
         slice_csv, slice_column, slice_file_column: slice by `slice_column` of a CSV mapping files to values.
         robustness: evaluate under corruptions (4 kinds × 3 severities).
         pseudo_threshold: confidence threshold of the pseudo-label distribution; None: the run's
-            `algorithm.threshold`, else 0.95 (FixMatch's).
+            `algorithm.masking.threshold` (or `algorithm.threshold`), else 0.95 (FixMatch's).
         unlabeled_max: unlabeled images (seeded sample) that the pseudo-label distribution looks at.
         membership: run the membership-inference estimate.
         logs: the training CSV log; None: RUN_DIR/csv/metrics.csv beside a checkpoint.
@@ -290,7 +290,8 @@ def _ssl_signals(model: LoadedModel, datamodule: SSLDataModule, options: EvalOpt
     if len(datamodule.unlabeled):
         threshold = options.pseudo_threshold
         if threshold is None:
-            threshold = float(((model.run.config.get("algorithm") or {}) if model.run else {}).get("threshold", 0.95))
+            algorithm = (model.run.config.get("algorithm") or {}) if model.run else {}
+            threshold = float((algorithm.get("masking") or algorithm).get("threshold", 0.95))
         ulb_logits, truth = _logits(model, datamodule.unlabeled, datamodule.source.scale, options.batch_size,
                                     limit=min(options.unlabeled_max, len(datamodule.unlabeled)), seed=options.seed)
         out["pseudo_labels"] = ssl_signals.pseudo_label_distribution(

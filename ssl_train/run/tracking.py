@@ -1,6 +1,6 @@
 """What a run's loggers get once it is over, and an export's files for the run its checkpoint came from.
 
-    MLflow       params: the resolved config, flattened (`algorithm.threshold`, `seed`); metrics: metrics.json's
+    MLflow       params: the resolved config, flattened (`algorithm.masking.threshold`, `seed`); metrics: metrics.json's
                  numbers at the final step; artifacts: the run directory's reports (JSON, YAML, Markdown, HTML;
                  the checkpoints with `log_checkpoints`); RUN_DIR/mlflow.json: run id and store, for later commands
     TensorBoard  hparams: the same flattened config with the final metrics (the HParams tab)

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from ssl_train import losses
+from ssl_train.algorithms.alignment import DistributionAlignment
 from ssl_train.algorithms.base import SSLAlgorithm
 from ssl_train.algorithms.fixmatch import FixMatch
+from ssl_train.algorithms.masking import FixedThreshold
 from ssl_train.algorithms.mean_teacher import MeanTeacher
 from ssl_train.algorithms.supervised import Supervised
 from ssl_train.errors import NonFiniteLossError, SSLTrainError
@@ -21,11 +23,18 @@ def build(cls, **kw) -> SSLAlgorithm:
     return cls(net=net, num_classes=3, optimizer=partial(torch.optim.SGD, lr=0.1), **kw)
 
 
+def fixmatch(threshold=0.95, window=None, **kw) -> FixMatch:
+    """FixMatch on the tiny network, with the fixed threshold and (given a window) distribution alignment."""
+    alignment = partial(DistributionAlignment, window=window) if window is not None else None
+    return build(FixMatch, masking=partial(FixedThreshold, threshold=threshold), alignment=alignment, **kw)
+
+
 def batch(n=4, mu=2):
     g = torch.Generator().manual_seed(1)
     x = lambda k: torch.rand(k, 1, 4, 4, generator=g)  # noqa: E731
-    return {"lb": {"x": x(n), "y": torch.arange(n) % 3}, "ulb": {"weak": x(n * mu), "weak2": x(n * mu),
-                                                              "strong": x(n * mu)}, "step": torch.tensor(0)}
+    return {"lb": {"x": x(n), "y": torch.arange(n) % 3, "idx": torch.arange(n)},
+            "ulb": {"weak": x(n * mu), "weak2": x(n * mu), "strong": x(n * mu), "idx": torch.arange(n * mu)},
+            "step": torch.tensor(0)}
 
 
 def test_mean_teacher_consistency_is_nonzero_and_trains_only_the_student():
@@ -85,29 +94,23 @@ def test_a_restored_ema_continues_its_warm_up_where_the_saved_one_was():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="host-device syncs exist only with a device")
-def test_a_training_step_never_waits_for_the_device():
-    model = build(FixMatch, threshold=0.5, distribution_alignment=True).cuda()
-    b = {k: ({kk: vv.cuda() for kk, vv in v.items()} if isinstance(v, dict) else v) for k, v in batch().items()}
-    model.losses(b)  # the first call may allocate and synchronize
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        model.losses(b)
-        model.ema.update_parameters(model.net)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+def test_a_training_step_never_waits_for_the_device(never_waits, to_cuda):
+    """The whole FixMatch step (each part alone: test_masking.py, test_alignment.py)."""
+    model, b = fixmatch(0.5, window=8192).cuda(), to_cuda(batch())
+    never_waits(lambda: (model.losses(b), model.ema.update_parameters(model.net)))
 
 
 def test_fixmatch_uses_one_concatenated_forward():
-    model = build(FixMatch, threshold=0.0)
+    model = fixmatch(0.0)
     calls = []
     model.net.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
     out = model.losses(batch(n=4, mu=2))
     assert calls == [4 + 8 + 8]
-    assert out.mask.shape == (8,) and out.mask.sum() == 8  # threshold 0: every sample is used
+    assert out.weights.shape == (8,) and out.weights.sum() == 8  # threshold 0: every sample is used
 
 
 def test_fixmatch_distribution_alignment_balances_the_remembered_predictions():
-    model = build(FixMatch, threshold=0.0, distribution_alignment=True, alignment_window=12)
+    model = fixmatch(0.0, window=12)
     assert {"alignment.window", "alignment.log_weights"} <= model.state_dict().keys()  # resumed runs align alike
     b = batch()  # 8 unlabeled samples per step
     model.eval()  # batch norm on running statistics: a sample's output does not depend on its batch
@@ -125,17 +128,17 @@ def test_fixmatch_distribution_alignment_balances_the_remembered_predictions():
         model.losses(b)
     aligned = losses.aligned_probs(model.alignment.window, model.alignment.log_weights)
     torch.testing.assert_close(aligned.mean(0), torch.full((3,), 1 / 3), atol=1e-3, rtol=0)
-    assert build(FixMatch, distribution_alignment=False).alignment is None
+    assert build(FixMatch).alignment is None and build(FixMatch).masking.threshold == 0.95
 
 
 def test_a_restored_alignment_continues_its_window_where_the_saved_one_was():
     """The window's fill count lives on the host (no device sync per step) and comes back with a checkpoint."""
-    model = build(FixMatch, threshold=0.0, distribution_alignment=True, alignment_window=12)
+    model = fixmatch(0.0, window=12)
     b = batch()
     model.eval()
     for _ in range(2):
         model.losses(b)
-    restored = build(FixMatch, threshold=0.0, distribution_alignment=True, alignment_window=12)
+    restored = fixmatch(0.0, window=12)
     restored.load_state_dict(model.state_dict())
     restored.eval()
     assert restored.alignment._seen == int(model.alignment.seen) == 16
@@ -145,8 +148,8 @@ def test_a_restored_alignment_continues_its_window_where_the_saved_one_was():
 
 
 def test_fixmatch_alignment_rejects_an_empty_window():
-    with pytest.raises(SSLTrainError, match="alignment_window=0"):
-        build(FixMatch, distribution_alignment=True, alignment_window=0)
+    with pytest.raises(SSLTrainError, match=r"algorithm.alignment.window=0: expected an integer >= 1"):
+        fixmatch(window=0)
 
 
 def test_non_finite_loss_names_the_step_and_last_losses():

@@ -28,12 +28,24 @@ def test_training_batch_holds_labeled_and_requested_views():
     dm.views = ("weak", "strong", "weak2")
     raw, batch = train_batch(dm, 0)
     assert raw["lb"]["x"].dtype == torch.uint8 and raw["lb"]["x"].shape == (8, 1, 8, 8)
-    assert set(batch["ulb"]) == {"weak", "strong", "weak2"}
-    for view in batch["ulb"].values():
+    assert set(batch["ulb"]) == {"weak", "strong", "weak2", "idx"}
+    for view in ("weak", "strong", "weak2"):
+        view = batch["ulb"][view]
         assert view.shape == (24, 1, 8, 8) and view.dtype == torch.float32 and 0 <= view.min() <= view.max() <= 1
     assert not torch.equal(batch["ulb"]["weak"], batch["ulb"]["weak2"])  # independent draws
     assert torch.isin(batch["lb"]["y"], torch.arange(10)).all()
     assert set(batch) >= {"lb", "ulb", "ulb_truth", "step"}
+
+
+def test_training_batches_carry_the_samples_positions_in_their_split():
+    """Per-sample state (FlexMatch's last confident predictions, SimMatch's labeled bank) is indexed by them."""
+    dm = datamodule()
+    raw, batch = train_batch(dm, 3)
+    for part, split in (("lb", dm.labeled), ("ulb", dm.unlabeled)):
+        idx = batch[part]["idx"]
+        assert idx.dtype == torch.long and 0 <= idx.min() and idx.max() < len(split)
+        assert torch.equal(raw[part]["x"], split[idx.numpy()]["x"])  # the positions name exactly these samples
+    assert torch.equal(batch["ulb_truth"], torch.as_tensor(dm.unlabeled.labels[batch["ulb"]["idx"].numpy()]))
 
 
 def test_a_batch_is_a_pure_function_of_seed_and_step():

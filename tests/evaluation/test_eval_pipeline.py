@@ -105,7 +105,7 @@ def test_the_fitted_temperature_carries_into_export(evaluated, digits_ckpt, tmp_
 def test_a_fixmatch_run_shows_its_mask_ratio_and_pseudo_label_accuracy(make_cfg, self_contained, tmp_path):
     from ssl_train.run.training import train
 
-    train(make_cfg("algorithm=fixmatch", "algorithm.threshold=0.0", "trainer.max_steps=6"))
+    train(make_cfg("algorithm=fixmatch", "algorithm.masking.threshold=0.0", "trainer.max_steps=6"))
     ckpt = next((tmp_path / "checkpoints").glob("best-*.ckpt"))
     result = evaluate(ckpt, tmp_path / "eval", EvalOptions(**QUICK, robustness=False, membership=False))
     curves = result["ssl"]["training_curves"]

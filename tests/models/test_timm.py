@@ -193,7 +193,7 @@ def test_the_vit_recipe_runs_from_a_local_weights_file(tmp_path):
     state = saved_weights(weights, "vit_small_patch16_224")
     cfg = compose("config", ["experiment=cifar100_vit_s_200", f"paths.output_dir={tmp_path}",
                              f"model.checkpoint={weights}", "data=synthetic", "data.dataset.num_samples=2000",
-                             "data.dataset.num_classes=100", "data.num_workers=0", "trainer=cpu",
+                             "data.dataset.num_classes=100", "data.val_size=100", "data.num_workers=0", "trainer=cpu",
                              "~callbacks.reference_profile", "~callbacks.pool_check"])
     _, model, trainer = build(cfg)
     backbone = model.net.backbone

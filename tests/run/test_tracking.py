@@ -54,7 +54,8 @@ def test_an_mlflow_run_holds_the_config_every_step_the_final_metrics_and_the_rep
     run = client.get_run(run_id)
     assert run.info.run_name == "run" and run.info.status == "FINISHED"
     params = run.data.params
-    assert params["algorithm.threshold"] == "0.95" and params["seed"] == "0" and params["model.hidden"] == "[256, 256]"
+    assert params["algorithm.masking.threshold"] == "0.95" and params["seed"] == "0"
+    assert params["model.hidden"] == "[256, 256]"
     assert params["trainer.max_steps"] == "20" and params["logger.mlflow.log_checkpoints"] == "False"
     losses = client.get_metric_history(run_id, "train/loss")
     assert [m.step for m in losses] == [4, 9, 14, 19]
@@ -135,7 +136,7 @@ def test_tensorboard_hparams_hold_the_config_and_the_final_metrics(make_cfg, tmp
     events.Reload()
     content = events.PluginTagToContent("hparams")
     hparams = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info.hparams
-    assert hparams["algorithm.threshold"].number_value == 0.95 and hparams["seed"].number_value == 0
+    assert hparams["algorithm.masking.threshold"].number_value == 0.95 and hparams["seed"].number_value == 0
     assert hparams["model.hidden"].string_value == "[256, 256]"
     shown = {m.name.tag for m in HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment.metric_infos}
     assert {"test/acc", "val/acc_best", "train/time_s"} <= shown

@@ -121,7 +121,7 @@ def test_bad_sweep_input_is_one_line_before_anything_runs(tmp_path, override, me
 
 TWO_PARAMETERS = ["hydra/sweeper=ssl_optuna", "hydra.sweeper.study_name=two", "hydra.sweeper.n_trials=8",
                   "hydra.sweeper.sampler.n_startup_trials=4",  # trials 4-7 are TPE's, not random
-                  "algorithm.threshold=interval(0.5,0.95)", "optimizer.lr=tag(log,interval(0.003,0.3))", *TINY]
+                  "algorithm.masking.threshold=interval(0.5,0.95)", "optimizer.lr=tag(log,interval(0.003,0.3))", *TINY]
 
 
 def states(db) -> list[str]:
