@@ -100,6 +100,12 @@ def test_k_views_and_bad_options():
             tiny(**{option: value})
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host-device syncs exist only with a device")
+def test_a_mixmatch_step_never_waits_for_the_device(never_waits, to_cuda):
+    model, b = tiny().cuda(), to_cuda(tiny_batch())
+    never_waits(lambda: model.losses(b))
+
+
 def last_weights(run_dir):
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
