@@ -11,6 +11,8 @@ or relative to the confidence on labeled data (AdaMatch). The math is in
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import Tensor
 
@@ -20,12 +22,13 @@ from ssl_train.algorithms.part import Part, check_fraction
 from ssl_train.errors import SSLTrainError
 
 
-class Masking(Part):
+class Masking(Part, abc.ABC):
     """Base: `forward(probs, idx=, probs_lb=)` → weights. `probs` are the (aligned) weak-view class probabilities,
     detached; `idx` the samples' positions in the unlabeled pool; `probs_lb` the labeled batch's probabilities."""
 
+    @abc.abstractmethod
     def forward(self, probs: Tensor, idx: Tensor | None = None, probs_lb: Tensor | None = None) -> Tensor:
-        raise NotImplementedError
+        """The weights of the pseudo-labels `probs.argmax(-1)`, one per row."""
 
     def penalty(self, logits_strong: Tensor, weights: Tensor) -> dict[str, Tensor]:
         """Extra loss terms the part adds (named, already weighted); none by default."""
