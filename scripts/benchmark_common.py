@@ -95,6 +95,25 @@ def summarize(results: dict[tuple[str, int], list[dict]], key: str) -> list[dict
     return rows
 
 
+def with_earlier(rows: list[dict], key: str, command_line: str, earlier: Path) -> list[dict]:
+    """The rows measured now (each naming `command_line`), then the rows of the earlier report `earlier` (a
+    <stem>.json) that none of them replaces: a table grows over several sessions' runs, and each row keeps the
+    command that measured it."""
+    now = [r | {"command": command_line} for r in rows]
+    measured = {(r["method"], r[key]) for r in now}
+    kept = json.loads(earlier.read_text()) if earlier.is_file() else []
+    kept = [r for r in kept if (r["method"], r[key]) not in measured]
+    return sorted(now + kept, key=lambda r: (r[key], r["method"]))
+
+
+def commands(rows: list[dict]) -> list[str]:
+    """The report's intro line naming the commands that measured its rows."""
+    lines = sorted({r["command"] for r in rows if "command" in r})
+    if len(lines) == 1:
+        return [f"Command: `{lines[0]}`"]
+    return ["Commands (each row of the .json names its own):", "", *(f"- `{line}`" for line in lines)]
+
+
 def column(header: str, key: str, digits: int = 4) -> tuple[str, Callable[[dict], str]]:
     """A table column showing the row's number `key`."""
     return header, lambda r: f"{r[key]:.{digits}f}" if r[key] == r[key] else "–"  # NaN: not measured here

@@ -6,7 +6,8 @@
 
 Each run is a normal `ssl-train` job (same configs, same splits) whose run
 directory lands under runs/benchmark_digits/; finished runs are reused unless
---fresh is given. LabelSpreading (scikit-learn, kNN kernel, k=7) is fitted on
+--fresh is given, and rows of the earlier digits.json that no run of this command measures stay in the table.
+LabelSpreading (scikit-learn, kNN kernel, k=7) is fitted on
 the same labeled + unlabeled pool and scored on the same test split. The table
 goes to docs/results/digits.md (and the raw numbers to digits.json). A method may carry `+variant`s
 (benchmark_common.py: `+noalign`, `+sinkhorn`, or any defined with --variant NAME=OVERRIDES).
@@ -55,8 +56,8 @@ def checks(rows: list[dict]) -> list[tuple[str, bool]]:
     return out
 
 
-def write_report(rows: list[dict], command_line: str, out, note: str = "") -> None:
-    intro = [f"Command: `{command_line}`", "", common.machine(),
+def write_report(rows: list[dict], out, note: str = "") -> None:
+    intro = [*common.commands(rows), "", common.machine(),
              "Data: scikit-learn 8x8 digits, 25% stratified test split (450 images), 10% validation, "
              "labels drawn per class from the rest; every method of a seed sees the same split. "
              "Test accuracy is measured on the final EMA weights (`test_checkpoint=last`, as FixMatch reports); "
@@ -90,7 +91,8 @@ def main() -> None:
                 print(f"{method:>14} {labels:>3} labels seed {seed}: test acc {metrics['test/acc']:.4f}", flush=True)
     line = common.command("benchmark_digits.py", [("--methods", args.methods), ("--labels", args.labels),
                                                   ("--seeds", args.seeds)], args.overrides, args.variant)
-    write_report(common.summarize(results, "labels"), line, args.out, args.note)
+    rows = common.with_earlier(common.summarize(results, "labels"), "labels", line, args.out / "digits.json")
+    write_report(rows, args.out, args.note)
     print((args.out / "digits.md").read_text())
 
 

@@ -8,7 +8,8 @@ The protocol, fixed by the seed s: 2,000 test images (stratified), 10 labeled tr
 labels hidden: y = -1). It is written as an .npz with a split column to <runs>/data/usps_s<s>.npz and read by
 `data=npz`. Every run is a normal `ssl-train` job: SmallCNN 16/32/64, 16×16 images, B = 16 labeled and
 mu·B = 112 unlabeled per step, no flip (a mirrored digit is another glyph); runs land under runs/benchmark_usps/
-and are reused once finished (--fresh retrains). A method may carry `+variant`s (benchmark_common.py:
+and are reused once finished (--fresh retrains); rows of the earlier usps.json that no run of this command
+measures stay in the table. A method may carry `+variant`s (benchmark_common.py:
 `+noalign`, `+sinkhorn`, or any defined with --variant NAME=OVERRIDES). The table goes to docs/results/usps.md
 (the raw numbers to usps.json).
 
@@ -66,12 +67,12 @@ def prepare(data: Path, seed: int, folder: Path, **sizes: int) -> Path:
     return write_atomic(folder / f"usps_s{seed}.npz", lambda tmp: np.savez_compressed(tmp, **arrays))
 
 
-def checks(rows: list[dict], budgets: list[int]) -> list[tuple[str, bool]]:
+def checks(rows: list[dict]) -> list[tuple[str, bool]]:
     """Every method above supervised at every budget; the best method at the smallest budget against FixMatch
     at 3x that budget (within 1 point) and against FixMatch's spread at the same budget (half of it or less)."""
     out = common.above_baseline(rows, "steps", "steps")
     row = {(r["method"], r["steps"]): r for r in rows}
-    base = min(budgets)
+    base = min(r["steps"] for r in rows)
     candidates = [r for r in rows if r["steps"] == base and r["method"] != "supervised"]
     if not candidates:
         return out
@@ -88,8 +89,8 @@ def checks(rows: list[dict], budgets: list[int]) -> list[tuple[str, bool]]:
     return out
 
 
-def write_report(rows: list[dict], budgets: list[int], command_line: str, out: Path, note: str = "") -> Path:
-    intro = [f"Command: `{command_line}`", "", common.machine(),
+def write_report(rows: list[dict], out: Path, note: str = "") -> Path:
+    intro = [*common.commands(rows), "", common.machine(),
              "Data: USPS, 11,000 16×16 handwritten digits (J. J. Hull, 1994; `usps.npz`, not shipped). Per seed s: "
              "2,000 stratified test images, 100 labeled training images (10 per class), a labeled validation set "
              "of 200 (20 per class, disjoint from the 100) and 8,700 unlabeled images with their labels hidden, "
@@ -107,7 +108,7 @@ def write_report(rows: list[dict], budgets: list[int], command_line: str, out: P
                  "Test accuracy (mean ± std over seeds) of each method as configured and with its variants: "
                  "`+noalign` turns distribution alignment off (`algorithm.alignment=null`), `+sinkhorn` uses "
                  "FixMatch's Sinkhorn alignment (SoftMatch's own is the uniform ratio).", "", *variants]
-    return common.write_report(out, "usps", "USPS benchmark", intro, rows, body, checks(rows, budgets), note)
+    return common.write_report(out, "usps", "USPS benchmark", intro, rows, body, checks(rows), note)
 
 
 def main() -> None:
@@ -135,7 +136,8 @@ def main() -> None:
                 print(f"{method:>20} {steps:>5} steps seed {seed}: test acc {metrics['test/acc']:.4f}", flush=True)
     line = common.command("benchmark_usps.py", [("--methods", args.methods), ("--budgets", args.budgets),
                                                 ("--seeds", args.seeds)], args.overrides, args.variant)
-    print(write_report(common.summarize(results, "steps"), args.budgets, line, args.out, args.note).read_text())
+    rows = common.with_earlier(common.summarize(results, "steps"), "steps", line, args.out / "usps.json")
+    print(write_report(rows, args.out, args.note).read_text())
 
 
 if __name__ == "__main__":

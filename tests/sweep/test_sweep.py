@@ -52,12 +52,16 @@ def trials(sweep_dir: Path, study: str) -> list[optuna.trial.FrozenTrial]:
 @pytest.mark.slow  # several process starts (~8 s of imports each)
 def test_two_trials_in_parallel_processes_share_the_study(tmp_path):
     out = tmp_path / "sweep"
+    # Trials of 400 steps (~15 s each): far longer than the seconds by which the two processes' starts can differ,
+    # so jobs run in parallel always overlap and jobs run one after the other never do.
+    longer = [o for o in TINY if not o.startswith(("trainer.max_steps", "trainer.val_check_interval"))]
     result = run_sweep("hparams_search=fixmatch", "cluster=local", "hydra.sweeper.n_trials=2",
-                       "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={out}", *TINY, cwd=tmp_path)
+                       "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={out}", *longer, "trainer.max_steps=400",
+                       "trainer.val_check_interval=200", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     done = trials(out, "fixmatch")
     assert [t.state for t in done] == [TrialState.COMPLETE] * 2
-    assert all(sorted(t.intermediate_values) == [10, 20] for t in done)  # each job's process reported to the study
+    assert all(sorted(t.intermediate_values) == [200, 400] for t in done)  # each job's process reported to the study
     assert len(list((out / ".submitit").glob("*/*_result.pkl"))) == 2  # two submitit jobs
     # The jobs overlapped in time: each started (Hydra saves its config first) before the other finished.
     spans = [((out / str(t.number) / ".hydra" / "config.yaml").stat().st_mtime,
