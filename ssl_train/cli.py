@@ -73,7 +73,8 @@ def instantiation_message(exc: InstantiationException) -> str:
 
 def results_table(cfg: DictConfig, metrics: dict) -> str:
     title = (f"{cfg.algorithm._target_.rsplit('.', 1)[-1]} on {cfg.data.dataset._target_.rsplit('.', 1)[-1]}, "
-             f"{cfg.data.num_labels} labels, seed {cfg.seed}, {metrics.get('train/steps')} steps")
+             f"{metrics.get('data/labeled', cfg.data.num_labels)} labeled images, seed {cfg.seed}, "
+             f"{metrics.get('train/steps')} steps")
     rows = [(k, f"{metrics[k]:.4f}" if k != "train/time_s" else f"{metrics[k]:.1f}") for k in REPORTED if k in metrics]
     rows.append(("run dir", str(cfg.paths.output_dir)))
     width = max(len(k) for k, _ in rows)

@@ -4,8 +4,8 @@ Per image it keeps in memory: an id (file path, or `part[index]` for in-memory
 data), its split and label, a 64-bit content hash of the decoded pixels at their
 native size (exact duplicates: the same pixels under any file name or format)
 and an 8×8 grayscale descriptor (near-duplicate candidates), about 250 bytes
-with the id. A grayscale thumbnail of at most 32×32 (near-duplicate
-confirmation) goes to a temporary file and is read back only for candidate
+with the id. A grayscale thumbnail of at most 32×32, made from the file's own
+pixels (near-duplicate confirmation, `thumb_shape`), goes to a temporary file and is read back only for candidate
 pairs; labeled images also keep 8×8 colour features for the label check.
 Images are decoded a batch at a time.
 
@@ -102,8 +102,7 @@ def scan(datamodule: SSLDataModule, batch_size: int = 256) -> Scan:
     """Stream every image of the data module's labeled, unlabeled, val and test splits once."""
     fd, name = tempfile.mkstemp(prefix="ssl-audit-thumbs-", suffix=".u8")
     result = Scan(thumb_path=Path(name), image_shape=tuple(datamodule.input_shape), scale=datamodule.source.scale)
-    h, w = datamodule.input_shape[1:]
-    result.thumb_shape = (min(THUMB, h), min(THUMB, w))
+    result.thumb_shape = thumb_shape(datamodule)
     seen: dict[int, np.ndarray] = {}  # per source: which images were recorded already
     try:
         with os.fdopen(fd, "wb") as thumb_file:
@@ -122,9 +121,33 @@ def scan(datamodule: SSLDataModule, batch_size: int = 256) -> Scan:
     return result.finish()
 
 
+def thumb_shape(datamodule: SSLDataModule) -> tuple[int, int]:
+    """The thumbnail size: at most THUMB, the size images are read at and the smallest file's own size.
+
+    Thumbnails are made from the files' own pixels, so a copy shifted by one pixel of its file is shifted by at
+    most one thumbnail pixel (what confirmation aligns) whatever `image_size` the model reads: 8×8 files read
+    at 32×32 would otherwise differ by a 4-pixel shift. Finding the smallest file reads only headers.
+    """
+    from PIL import Image
+
+    h, w = datamodule.input_shape[1:]
+    h, w = min(THUMB, h), min(THUMB, w)
+    for split in SPLITS:
+        for _, source, indices in locate(datamodule, getattr(datamodule, split)):
+            if isinstance(source, FileImages):
+                for i in indices:
+                    try:
+                        with Image.open(source.paths[i]) as img:
+                            width, height = img.size
+                    except Exception:  # noqa: BLE001 - reported as unreadable by the scan itself
+                        continue
+                    h, w = min(h, height), min(w, width)
+    return max(h, 1), max(w, 1)
+
+
 def _scan_batch(result: Scan, thumb_file, split: int, part: str, source, indices: list[int]) -> None:
     if isinstance(source, FileImages):
-        images, hashes, kept = [], [], []
+        images, natives, hashes, kept = [], [], [], []
         for i in indices:
             try:
                 native, resized = decode(source.paths[i], source.channels, source.size)
@@ -133,15 +156,18 @@ def _scan_batch(result: Scan, thumb_file, split: int, part: str, source, indices
                                           "error": first_line(exc)})
                 continue
             images.append(resized)
+            natives.append(native)
             hashes.append(content_hash(native))
             kept.append(i)
         if not kept:
             return
         batch = torch.from_numpy(np.stack(images))
+        thumbs = np.concatenate([thumbnails(chw(native) * result.scale, result.thumb_shape) for native in natives])
     else:
         kept = indices
         batch = source.load(np.asarray(kept))
         hashes = [content_hash(x.numpy()) for x in batch]
+        thumbs = thumbnails(batch.float() * result.scale, result.thumb_shape)
     first = len(result.ids)
     number = next(n for n, known in enumerate(result.sources) if known is source)
     result.part += [number] * len(kept)
@@ -151,7 +177,6 @@ def _scan_batch(result: Scan, thumb_file, split: int, part: str, source, indices
     result.label += [int(source.labels[i]) for i in kept]
     result.hashes.append(np.asarray(hashes, np.uint64))
     pixels = batch.float() * result.scale
-    thumbs = thumbnails(pixels, result.thumb_shape)
     thumb_file.write(thumbs.tobytes())
     result.descriptors.append(descriptors(torch.from_numpy(thumbs).float()).numpy().astype(np.float16))
     if SPLITS[split] == "labeled":
@@ -169,6 +194,12 @@ def decode(path, channels: int, size: tuple[int, int]) -> tuple[np.ndarray, np.n
         resized = np.asarray(img.resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)
     resized = resized[None] if resized.ndim == 2 else resized.transpose(2, 0, 1)
     return native, np.ascontiguousarray(resized)
+
+
+def chw(native: np.ndarray) -> Tensor:
+    """A decoded file's H×W or H×W×C uint8 pixels as a float 1×C×H×W batch of one (raw values)."""
+    x = torch.from_numpy(native).float()
+    return (x[None] if x.ndim == 2 else x.permute(2, 0, 1))[None]
 
 
 def content_hash(pixels: np.ndarray) -> np.uint64:

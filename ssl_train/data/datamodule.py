@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import numbers
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,6 +33,13 @@ from ssl_train.data.augment import StrongAugment, WeakAugment
 from ssl_train.data.datasets import FileImages, SourceData, TensorImages
 from ssl_train.data.splits import Splits, carve, index_stream, make_splits
 from ssl_train.errors import SSLTrainError, first_line
+
+log = logging.getLogger(__name__)
+# How a dataset holds a split of its own (no carve from the labeled images), for errors and warnings.
+OWN_SPLIT = {"val": "ROOT/val/<class>/ for data=image_folder, rows with split 'val' for data=npz",
+             "test": "ROOT/test/<class>/ for data=image_folder, rows with split 'test' for data=npz"}
+USES = {"val": "validation (the best checkpoint, the temperature, the drift reference)",
+        "test": "the reported test metrics"}
 
 
 def _is_int(value) -> bool:
@@ -205,12 +213,18 @@ class SSLDataModule(L.LightningDataModule):
         if self.val_from == "test" and source.val is not None:
             raise SSLTrainError("data.val_from=test: the dataset has a validation split of its own "
                                 "(use data.val_from=train)")
-        labels = source.train.labels
+        carve_val = source.val is None and self.val_from == "train"
+        for split, size, carved in (("val", self.val_size, carve_val), ("test", self.test_size, source.test is None)):
+            if carved and not size:
+                raise SSLTrainError(
+                    f"data.{split}_size=0: the dataset has no {split} split of its own and none is carved, so "
+                    f"{USES[split]} would be the training images; carve one (data.{split}_size: a fraction or a "
+                    f"count) or give the dataset its own ({OWN_SPLIT[split]})")
         self.splits: Splits = make_splits(
-            labels, len(source.classes), self.num_labels, self.seed,
-            val_size=0 if source.val is not None or self.val_from == "test" else self.val_size,
-            test_size=0 if source.test is not None else self.test_size,
-            include_labeled_in_unlabeled=self.include_labeled_in_unlabeled)
+            source.train.labels, len(source.classes), self.num_labels, self.seed,
+            val_size=self.val_size if carve_val else 0, test_size=0 if source.test is not None else self.test_size,
+            include_labeled_in_unlabeled=self.include_labeled_in_unlabeled, classes=source.classes,
+            own_split=OWN_SPLIT)
         self.labeled = Subset(source.train, self.splits.labeled)
         pools = [Subset(source.train, self.splits.unlabeled)] + ([Subset(source.unlabeled)] if source.unlabeled else [])
         self.unlabeled = pools[0] if len(pools) == 1 else ConcatSubset(pools)
@@ -223,6 +237,23 @@ class SSLDataModule(L.LightningDataModule):
             if len(split) == 0 and (name != "unlabeled" or self.mu):
                 raise SSLTrainError(f"the {name} split of the dataset is empty")
         self.source = source
+        log.info("data: %s", self.describe_splits(carve_val))
+
+    def split_sizes(self) -> dict[str, int]:
+        """How many images each split holds (a run's metrics.json keeps them as data/<split>)."""
+        return {"labeled": len(self.labeled), "unlabeled": len(self.unlabeled), "val": len(self.val),
+                "test": len(self.test)}
+
+    def describe_splits(self, val_carved: bool) -> str:
+        """One line: where each split came from, so that a folder of labeled images says how many train."""
+        n = self.split_sizes()
+        own = "the dataset's own"
+        origin = {"val": f"carved: data.val_size={self.val_size}" if val_carved else own,
+                  "test": own if self.splits.test is None else f"carved: data.test_size={self.test_size}"}
+        if self.val_from == "test":
+            origin["val"] = f"carved from the test split: data.val_size={self.val_size}"
+        return (f"{n['labeled']} labeled training images, {n['unlabeled']} unlabeled, {n['val']} validation "
+                f"({origin['val']}) and {n['test']} test ({origin['test']})")
 
     @property
     def num_classes(self) -> int:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import functools
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from ssl_train.errors import SSLTrainError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -21,20 +25,36 @@ class Splits:
     test: np.ndarray | None = None
 
 
-def carve(indices: np.ndarray, labels: np.ndarray, size: float | int, seed: int, *,
-          key: str = "size") -> tuple[np.ndarray, np.ndarray]:
+def carve(indices: np.ndarray, labels: np.ndarray, size: float | int, seed: int, *, key: str = "size",
+          classes: Sequence[str] | None = None, own_split: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Split `indices` into (rest, held) with `held` stratified by label; `size` is a fraction or a count.
 
-    `key` names the config value `size` came from in errors (make_splits: data.val_size, data.test_size).
+    A class with a single sample cannot be split: it stays whole in `rest` (the training side) and the held
+    split has none of it, which a warning says, naming the class, its count and `own_split` (how to give the
+    held split images of its own). `key` names the config value `size` came from in errors (make_splits:
+    data.val_size, data.test_size); `classes` names the class ids.
     """
     if size <= 0:
         return indices, indices[:0]
+    name = (lambda c: repr(classes[c])) if classes is not None else (lambda c: f"{c}")
+    ids, counts = np.unique(labels[indices], return_counts=True)
+    single = ids[counts < 2]
+    splittable = indices[~np.isin(labels[indices], single)]
+    fix = f" ({own_split})" if own_split else ""
+    if single.size and not splittable.size:
+        raise SSLTrainError(f"{key}={size!r}: no class has two samples to carve a split from (each class of the "
+                            f"{len(indices)} samples has one){fix}")
+    if single.size:
+        listed = ", ".join(f"class {name(c)} has 1 sample" for c in single[:5]) + (", ..." if single.size > 5 else "")
+        log.warning(f"{key}={size!r}: {listed}: kept in training, so the carved split has none of "
+                    f"{'it' if single.size == 1 else 'them'}{fix}")
     try:
-        rest, held = train_test_split(indices, test_size=size, random_state=seed, stratify=labels[indices])
+        rest, held = train_test_split(splittable, test_size=size, random_state=seed,
+                                      stratify=labels[splittable])
     except ValueError as exc:
-        raise SSLTrainError(f"{key}={size!r}: cannot carve a split of that size from {len(indices)} samples: "
-                            f"{' '.join(str(exc).split())}") from None
-    return np.sort(rest), np.sort(held)
+        raise SSLTrainError(f"{key}={size!r}: cannot carve a split of that size from {len(splittable)} samples: "
+                            f"{' '.join(str(exc).split())}{fix}") from None
+    return np.sort(np.concatenate([rest, np.setdiff1d(indices, splittable)])), np.sort(held)
 
 
 def sample_labeled(labels: np.ndarray, pool: np.ndarray, num_labels: int, num_classes: int, seed: int) -> np.ndarray:
@@ -58,15 +78,20 @@ def sample_labeled(labels: np.ndarray, pool: np.ndarray, num_labels: int, num_cl
 
 def make_splits(labels: np.ndarray, num_classes: int, num_labels: int | None, seed: int, *,
                 val_size: float | int = 0.0, test_size: float | int = 0.0,
-                include_labeled_in_unlabeled: bool = False) -> Splits:
+                include_labeled_in_unlabeled: bool = False, classes: Sequence[str] | None = None,
+                own_split: dict[str, str] | None = None) -> Splits:
     """Carve test then val from the pool (when asked), then draw the labeled subset from what is left.
 
     Val and test are disjoint from the labeled and unlabeled sets, and all four are fixed by `seed`.
-    `num_labels=None` labels the whole remaining pool (a user's own folder of labeled images).
+    `num_labels=None` labels the whole remaining pool (a user's own folder of labeled images). `own_split`
+    ("val", "test" → text) says in warnings and errors how the dataset could hold that split itself.
     """
+    hint = own_split or {}
     pool = np.arange(len(labels))
-    pool, test = carve(pool, labels, test_size, seed, key="data.test_size") if test_size else (pool, None)
-    pool, val = carve(pool, labels, val_size, seed + 1, key="data.val_size") if val_size else (pool, None)
+    pool, test = (carve(pool, labels, test_size, seed, key="data.test_size", classes=classes,
+                        own_split=hint.get("test", "")) if test_size else (pool, None))
+    pool, val = (carve(pool, labels, val_size, seed + 1, key="data.val_size", classes=classes,
+                       own_split=hint.get("val", "")) if val_size else (pool, None))
     labeled = pool if num_labels is None else sample_labeled(labels, pool, num_labels, num_classes, seed + 2)
     unlabeled = pool if include_labeled_in_unlabeled else np.setdiff1d(pool, labeled)
     return Splits(labeled=labeled, unlabeled=unlabeled, val=val, test=test)

@@ -26,14 +26,16 @@ def _args(node: dict | None) -> dict:
     return {k: v for k, v in (node or {}).items() if not k.startswith("_") and not isinstance(v, dict)}
 
 
-def training_summary(config: dict, global_step: int) -> dict[str, Any]:
-    """The run config in the few lines a reader of the card needs."""
+def training_summary(config: dict, global_step: int, labeled: int | None = None) -> dict[str, Any]:
+    """The run config in the few lines a reader of the card needs; `labeled` is how many labeled images trained
+    (a folder's run has data.num_labels = null: all of its labeled images but the carved ones)."""
     data, trainer = config.get("data", {}), config.get("trainer", {})
     return {
         "algorithm": _short(config.get("algorithm")), "algorithm_args": _args(config.get("algorithm")),
         "model": _short(config.get("model")), "model_args": _args(config.get("model")),
         "dataset": _short(data.get("dataset")), "dataset_args": _args(data.get("dataset")),
-        "num_labels": data.get("num_labels"), "batch_size": data.get("batch_size"), "mu": data.get("mu"),
+        "num_labels": labeled if labeled is not None else data.get("num_labels"),
+        "batch_size": data.get("batch_size"), "mu": data.get("mu"),
         "optimizer": _short(config.get("optimizer")), "optimizer_args": _args(config.get("optimizer")),
         "seed": config.get("seed"), "max_steps": trainer.get("max_steps"), "checkpoint_step": global_step,
     }

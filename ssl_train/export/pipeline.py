@@ -129,7 +129,7 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, options: Expor
                   "normalization": {"mean": run.mean, "std": run.std, "inside_model": True}},
         "output": {"kind": "logits", "shape": ["N", len(run.classes)]},
         "model": {"num_parameters": measure.num_parameters(run.network)},
-        "training": card.training_summary(run.config, run.global_step),
+        "training": card.training_summary(run.config, run.global_step, len(datamodule.labeled)),
         "test_split": {"samples": sum(len(y) for _, y in test)},
         "export": {"torch": torch.__version__, "int8": int8_info, "parity_atol": options.parity_atol,
                    "temperature": options.temperature,

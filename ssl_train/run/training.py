@@ -63,6 +63,7 @@ def train(cfg: DictConfig, **algorithm_args) -> dict[str, float]:
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {"train/time_s": time.perf_counter() - start, "train/steps": trainer.global_step}
+    metrics |= {f"data/{split}": n for split, n in datamodule.split_sizes().items()}
     # last.ckpt holds the final state whatever the step count (the callback saves it every val interval).
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # the full state, to resume
     metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}

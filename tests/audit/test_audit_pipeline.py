@@ -75,6 +75,15 @@ def test_planted_problems_are_found(planted, compose_cfg, tmp_path):
     assert json.loads((tmp_path / "out" / "audit.json").read_text()) == result
 
 
+@pytest.mark.parametrize("size", [16, 32])
+def test_near_duplicates_do_not_depend_on_the_size_images_are_read_at(planted, compose_cfg, tmp_path, size):
+    """8×8 files read at 32×32: the one-pixel shift of the files is still one pixel of the thumbnails."""
+    folder = [*FOLDER[:-1], f"data.dataset.image_size=[{size},{size}]", f"data.root={planted['root']}"]
+    result = audit(data_config(compose_cfg("audit", folder)), tmp_path / "out", AuditOptions())
+    pairs = as_pairs(result)
+    assert ("near", "shifted_val.png", "unlabeled", planted["val"].name, "val") in pairs and len(pairs) == 3
+
+
 def test_audit_html_is_self_contained_and_shows_the_pairs(planted, compose_cfg, self_contained, tmp_path):
     audit(compose_data(compose_cfg, planted["root"]), tmp_path, AuditOptions())
     images = self_contained(tmp_path / "audit.html")

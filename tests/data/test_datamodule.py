@@ -1,4 +1,6 @@
 import functools
+import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -116,9 +118,41 @@ def test_labeled_class_prior_is_the_labeled_class_frequencies(image_root):
     torch.testing.assert_close(datamodule(num_labels=20).labeled_class_prior(), torch.full((10,), 0.1))
     for png in list((image_root / "labeled" / "cat").glob("*.png"))[:4]:
         png.unlink()  # 2 cats, 6 dogs
-    dm = datamodule(lambda: image_folder(str(image_root), image_size=(16, 16)), num_labels=None, val_size=0,
-                    test_size=0)
+    for split in ("val", "test"):  # splits of the folder's own: none is carved from the 8 labeled images
+        for c in ("cat", "dog"):
+            (image_root / split / c).mkdir(parents=True)
+            shutil.copy(next((image_root / "labeled" / c).glob("*.png")), image_root / split / c / "0.png")
+    dm = datamodule(lambda: image_folder(str(image_root), image_size=(16, 16)), num_labels=None)
     torch.testing.assert_close(dm.labeled_class_prior(), torch.tensor([0.25, 0.75]))
+
+
+def test_a_folder_says_how_many_labeled_images_train_and_where_val_and_test_come_from(image_root, caplog):
+    with caplog.at_level(logging.INFO, "ssl_train.data"):
+        dm = datamodule(lambda: image_folder(str(image_root), image_size=(16, 16)), num_labels=None,
+                        val_size=2, test_size=2)
+    assert dm.split_sizes() == {"labeled": 8, "unlabeled": 5, "val": 2, "test": 2}
+    assert ("data: 8 labeled training images, 5 unlabeled, 2 validation (carved: data.val_size=2) and 2 test "
+            "(carved: data.test_size=2)") in caplog.text
+
+
+def test_a_class_with_a_single_labeled_image_trains_and_the_others_give_val(image_root, caplog):
+    (image_root / "labeled" / "owl").mkdir()
+    shutil.copy(next((image_root / "labeled" / "cat").glob("*.png")), image_root / "labeled" / "owl" / "0.png")
+    dm = datamodule(lambda: image_folder(str(image_root), image_size=(16, 16)), num_labels=None, val_size=2,
+                    test_size=2)
+    assert (dm.labeled.labels == 2).sum() == 1 and 2 not in dm.val.labels and 2 not in dm.test.labels
+    assert "class 'owl' has 1 sample: kept in training" in caplog.text
+    assert "ROOT/val/<class>/ for data=image_folder" in caplog.text
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_a_split_neither_carved_nor_the_datasets_own_is_an_error(split):
+    """val_size=0 used to validate on the whole labeled training set (val/acc 1.000 from the first check)."""
+    with pytest.raises(SSLTrainError, match=rf"^data\.{split}_size=0: the dataset has no {split} split of its own "
+                                            rf"and none is carved, so .* would be the training images; carve one "
+                                            rf"\(data\.{split}_size: a fraction or a count\) or give the dataset "
+                                            rf"its own \(ROOT/{split}/<class>/ for data=image_folder"):
+        datamodule(num_labels=None, **{f"{split}_size": 0})
 
 
 def test_image_folder_bad_inputs(image_root, tmp_path):

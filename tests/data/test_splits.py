@@ -41,3 +41,20 @@ def test_index_stream_is_a_sequence_of_permutations_and_windows_agree():
     for k in range(3):
         assert sorted(whole[7 * k:7 * (k + 1)]) == list(range(7))
     assert np.array_equal(index_stream(7, 5, 10, (5,)), whole[5:15])
+
+
+def test_a_class_with_one_sample_stays_in_training_and_a_warning_names_it(caplog):
+    labels = np.array([0] * 10 + [1] * 10 + [2])  # class 2 ("seven") has a single labeled image
+    s = make_splits(labels, 3, None, seed=0, val_size=0.2, classes=["five", "six", "seven"],
+                    own_split={"val": "ROOT/val/<class>/"})
+    assert 20 in s.labeled and 20 not in s.val
+    assert np.bincount(labels[s.val], minlength=3).tolist() == [2, 2, 0]
+    assert sorted(np.concatenate([s.labeled, s.val]).tolist()) == list(range(21))
+    assert ("data.val_size=0.2: class 'seven' has 1 sample: kept in training, so the carved split has none of it "
+            "(ROOT/val/<class>/)") in caplog.text
+
+
+def test_no_class_with_two_samples_is_a_clear_error():
+    with pytest.raises(SSLTrainError, match=r"^data\.test_size=0\.5: no class has two samples to carve a split "
+                                            r"from \(each class of the 3 samples has one\)$"):
+        make_splits(np.arange(3), 3, None, seed=0, test_size=0.5)
