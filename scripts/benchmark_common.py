@@ -73,7 +73,7 @@ def run_method(method: str, run_dir: Path, overrides: list[str], fresh: bool = F
     if report_only:
         return None
     cfg = compose("config", [*method_overrides(method, variants), f"paths.output_dir={run_dir}",
-                             "trainer.enable_progress_bar=false", *overrides])
+                             "trainer.enable_progress_bar=false", "guard=false", *overrides])  # a row of its own
     return train(cfg)
 
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_train.errors import SSLTrainError, first_line
+from ssl_train.run import guard
 from ssl_train.run.data import dataset_name
 
 REPORTED = ("test/acc", "test/f1_macro", "test/ece", "val/acc_best", "train/time_s")
@@ -76,9 +77,16 @@ def results_table(cfg: DictConfig, metrics: dict) -> str:
              f"{metrics.get('data/labeled', cfg.data.num_labels)} labeled images, seed {cfg.seed}, "
              f"{metrics.get('train/steps')} steps")
     rows = [(k, f"{metrics[k]:.4f}" if k != "train/time_s" else f"{metrics[k]:.1f}") for k in REPORTED if k in metrics]
+    if "guard/gain" in metrics:
+        low, high = 100 * metrics["guard/gain_low"], 100 * metrics["guard/gain_high"]
+        rows.append(("guard/gain", f"{100 * metrics['guard/gain']:+.1f} points [{low:+.1f}, {high:+.1f}] over "
+                                   f"supervised ({metrics['guard/val_acc_supervised']:.4f} val acc)"))
     rows.append(("run dir", str(cfg.paths.output_dir)))
     width = max(len(k) for k, _ in rows)
-    return "\n".join([title, "-" * len(title)] + [f"{k:<{width}}  {v}" for k, v in rows])
+    lines = [title, "-" * len(title)] + [f"{k:<{width}}  {v}" for k, v in rows]
+    if metrics.get("guard/ssl_better") == 0.0:
+        lines.append(guard.verdict(metrics))
+    return "\n".join(lines)
 
 
 def optimized_value(cfg: DictConfig, metrics: dict) -> float:

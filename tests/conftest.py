@@ -25,6 +25,7 @@ FAST = [
     "trainer.enable_progress_bar=false",
     "data.batch_size=10",
     "data.mu=2",
+    "guard=false",
 ]
 
 

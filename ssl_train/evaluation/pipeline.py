@@ -30,6 +30,7 @@ from ssl_train.data.samples import locate, sample_ids
 from ssl_train.errors import SSLTrainError
 from ssl_train.evaluation import metrics, plots, privacy, report, robustness, slices, ssl_signals
 from ssl_train.io import write_json_atomic, write_text_atomic
+from ssl_train.run import guard
 from ssl_train.run.artifacts import LoadedModel, load_model, output_classes
 from ssl_train.run.batches import float_batches
 from ssl_train.run.data import build_datamodule, dataset_name
@@ -149,6 +150,11 @@ def evaluate(ckpt_path: str | Path, out_dir: str | Path, options: EvalOptions | 
         result["privacy"] = privacy.membership_inference(member_loss, nonmember_loss)
         if result["privacy"]["risk"] != "low":
             warnings.append(result["privacy"]["verdict"])
+    run_guard = model.run.guard if model.run is not None else None
+    if run_guard is not None:  # measured in training, on the validation split (the guard's own)
+        result["guard"] = run_guard
+        if not run_guard["guard/ssl_better"]:
+            warnings.append(guard.verdict(run_guard))
     result["warnings"] = warnings
     result["time_s"] = time.perf_counter() - start  # before the figures: the model's evaluation time
 

@@ -41,6 +41,10 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
                                                   for k, v in curves.items())))
     if ssl.get("pseudo_labels"):
         rows.append(("pseudo-label balance", "AMPLIFIED imbalance" if ssl["pseudo_labels"]["amplified"] else "ok"))
+    if result.get("guard"):
+        g = result["guard"]
+        rows.append(("SSL gain over supervised", f"{100 * g['guard/gain']:+.1f} points on val, 95% CI "
+                     f"[{100 * g['guard/gain_low']:+.1f}, {100 * g['guard/gain_high']:+.1f}] (training's guard)"))
     if result.get("privacy"):
         p = result["privacy"]
         rows.append(("membership inference", f"AUC {p['auc']:.3f}: {p['risk']} risk"))

@@ -26,6 +26,7 @@ from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.io import sha256_file
 from ssl_train.models.classifier import Classifier
 from ssl_train.models.timm_backbone import rebuild_config
+from ssl_train.run import guard
 from ssl_train.run.data import build_datamodule
 from ssl_train.run.safety import Trust, check_config
 
@@ -47,6 +48,7 @@ class LoadedRun:
     weights: str  # "ema" or "net"
     global_step: int
     trust: Trust | None = None
+    guard: dict[str, float] | None = None  # the training run's guard/* numbers (run/guard.py), when it had them
 
     def datamodule(self) -> SSLDataModule:
         """The run's data module, set up: the same splits (same seed), hence the same test set."""
@@ -89,7 +91,7 @@ def load_run(path: str | Path, option: str = "ckpt_path", trust: Trust | None = 
     return LoadedRun(path=path, sha256=sha256_file(path), network=network.eval(), config=config,
                      classes=list(extras["classes"]), input_shape=input_shape, mean=list(extras["mean"]),
                      std=list(extras["std"]), weights=weights, global_step=int(checkpoint.get("global_step", -1)),
-                     trust=trust)
+                     trust=trust, guard=guard.read(extras.get("guard"), path))
 
 
 def build_network(model: dict, classes: list[str], input_shape: tuple[int, int, int], mean: list[float],

@@ -18,6 +18,7 @@ from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.io import write_json_atomic, write_text_atomic
 from ssl_train.models.classifier import Classifier, input_stats
+from ssl_train.run import guard
 from ssl_train.run.data import build_datamodule
 from ssl_train.run.progress import progress_callback
 from ssl_train.run.tracking import finish_tracking
@@ -64,6 +65,9 @@ def train(cfg: DictConfig, **algorithm_args) -> dict[str, float]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {"train/time_s": time.perf_counter() - start, "train/steps": trainer.global_step}
     metrics |= {f"data/{split}": n for split, n in datamodule.split_sizes().items()}
+    if guard.enabled(cfg):
+        metrics |= supervised_baseline(cfg, datamodule, model, trainer)
+        model.checkpoint_extras["guard"] = {k: v for k, v in metrics.items() if k.startswith("guard/")}
     # last.ckpt holds the final state whatever the step count (the callback saves it every val interval).
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # the full state, to resume
     metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
@@ -73,6 +77,23 @@ def train(cfg: DictConfig, **algorithm_args) -> dict[str, float]:
         write_json_atomic(run_dir / "metrics.json", metrics)
         finish_tracking(trainer, cfg, metrics, run_dir)
     return metrics
+
+
+def supervised_baseline(cfg: DictConfig, datamodule: SSLDataModule, model: SSLAlgorithm,
+                        trainer: L.Trainer) -> dict[str, float]:
+    """The guard (`run/guard.py`): the supervised baseline trained on the same data module (the same labels and
+    splits), compared with the SSL model's final weights on the validation split."""
+    if trainer.world_size > 1:
+        log.warning("guard: skipped under DDP (run algorithm=supervised with the same data to compare)")
+        return {}
+    ssl_hits = guard.correct(model.eval_net, datamodule)
+    start = time.perf_counter()
+    _, baseline, baseline_trainer = build(guard.baseline_config(cfg))
+    baseline_trainer.fit(baseline, datamodule=datamodule)
+    result = guard.gain(ssl_hits, guard.correct(baseline.eval_net, datamodule), cfg.seed)
+    result["guard/time_s"] = time.perf_counter() - start
+    (log.info if result["guard/ssl_better"] else log.warning)(guard.verdict(result))
+    return result
 
 
 def check_resumable(path: str | Path) -> None:
