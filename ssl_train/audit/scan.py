@@ -147,7 +147,7 @@ def thumb_shape(datamodule: SSLDataModule) -> tuple[int, int]:
 
 def _scan_batch(result: Scan, thumb_file, split: int, part: str, source, indices: list[int]) -> None:
     if isinstance(source, FileImages):
-        images, natives, hashes, kept = [], [], [], []
+        images, thumbs, hashes, kept = [], [], [], []
         for i in indices:
             try:
                 native, resized = decode(source.paths[i], source.channels, source.size)
@@ -156,13 +156,13 @@ def _scan_batch(result: Scan, thumb_file, split: int, part: str, source, indices
                                           "error": first_line(exc)})
                 continue
             images.append(resized)
-            natives.append(native)
+            thumbs.append(thumbnails(chw(native) * result.scale, result.thumb_shape))  # the file's pixels go now
             hashes.append(content_hash(native))
             kept.append(i)
         if not kept:
             return
         batch = torch.from_numpy(np.stack(images))
-        thumbs = np.concatenate([thumbnails(chw(native) * result.scale, result.thumb_shape) for native in natives])
+        thumbs = np.concatenate(thumbs)
     else:
         kept = indices
         batch = source.load(np.asarray(kept))
