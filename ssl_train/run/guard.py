@@ -21,7 +21,7 @@ from torch import nn
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.errors import SSLTrainError
 from ssl_train.run.batches import float_batches
-from ssl_train.run.config import compose
+from ssl_train.run.config import config_dir
 
 log = logging.getLogger(__name__)
 SUPERVISED = "ssl_train.algorithms.supervised.Supervised"
@@ -41,7 +41,9 @@ def baseline_config(cfg: DictConfig) -> DictConfig:
     or checkpoints (only its final network is compared)."""
     base = cfg.copy()
     with open_dict(base):
-        base.algorithm = compose("config", ["algorithm=supervised"]).algorithm
+        # Read as a file, not composed: a compose inside a running Hydra job would replace the job's Hydra config,
+        # and the run's own ${hydra:...} paths would then resolve to another directory.
+        base.algorithm = OmegaConf.load(config_dir() / "algorithm" / "supervised.yaml")
         base.paths.output_dir = f"{cfg.paths.output_dir}/guard"
         base.logger, base.callbacks = {}, {}
         base.trainer.enable_checkpointing = False
