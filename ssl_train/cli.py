@@ -22,7 +22,7 @@ from ssl_train.errors import SSLTrainError, first_line
 from ssl_train.run import guard
 from ssl_train.run.data import dataset_name
 
-REPORTED = ("test/acc", "test/f1_macro", "test/ece", "val/acc_best", "train/time_s")
+REPORTED = ("test/acc", "test/f1_macro", "test/ece", "test/outlier_auroc", "val/acc_best", "train/time_s")
 
 
 def run_cli(task: Callable[[DictConfig], object], cfg: DictConfig):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -44,6 +45,24 @@ def balance_log_weights(probs: Tensor, target_marginal: Tensor, log_weights: Ten
         aligned_mean = aligned_probs(probs, log_weights).mean(dim=0)
         log_weights = log_weights + log_target - aligned_mean.clamp_min(1e-12).log()
     return log_weights - log_weights.mean()
+
+
+def label_shift_prior(confusion: Tensor, predicted_marginal: Tensor) -> Tensor:
+    """The class mix π of a pool from the mean prediction on it, under label shift (BBSE, Lipton et al. 2018).
+
+    `confusion[c, j]` is the mean probability of class j that the model gives held-out images of class c (a
+    soft confusion matrix, rows summing to one); predictions on a pool of mix π then average to confusionᵀ π.
+    π is the least-squares solution with π ≥ 0 and Σ π = 1 (non-negative least squares with the sum as a heavily
+    weighted extra equation), so a noisy confusion matrix still gives a distribution.
+    """
+    from scipy.optimize import nnls
+
+    c = confusion.double().cpu().numpy()
+    k = len(c)
+    a = np.vstack([c.T, np.full((1, k), 1e3)])
+    b = np.concatenate([predicted_marginal.double().cpu().numpy(), [1e3]])
+    prior, _ = nnls(a, b)
+    return torch.as_tensor(prior / max(prior.sum(), 1e-12), dtype=torch.float32)
 
 
 def masked_cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:

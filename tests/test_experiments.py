@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from ssl_train.algorithms.alignment import RatioAlignment
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.data.datasets import SourceData, digits, synthetic
+from ssl_train.data.scenarios import UNSEEN
 from ssl_train.errors import SSLTrainError
 from ssl_train.models.classifier import Classifier
 from ssl_train.models.mlp import MLP
@@ -27,6 +28,7 @@ EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"
 CIFAR10_METHODS = sorted(name.removeprefix("cifar10_") for name in EXPERIMENTS if name.startswith("cifar10_"))
 CLASSES = {"cifar10": 10, "cifar100": 100}
 NO_ALIGNMENT = {"fixmatch", "flexmatch", "freematch", "uda"}  # the papers align nothing
+STEPS = {"iomatch": 2**18}  # IOMatch's runs: 256 epochs of 1024 steps
 MU = {"mixmatch": 1}  # MixMatch mixes as many unlabeled images as labeled ones; the others take 7x
 
 
@@ -54,20 +56,27 @@ def experiment_data(name: str) -> tuple[SSLDataModule, SourceData]:
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_follows_the_papers_data_protocol(name):
-    datamodule, source = experiment_data(name)
+    datamodule, _ = experiment_data(name)
+    source = datamodule.source  # an open-set experiment sees the stand-in relabeled (data.open_set)
     n_train, n_test = len(source.train), len(source.test)
+    classes = CLASSES[composed(f"experiment={name}").data.dataset._target_.rsplit(".", 1)[-1]]
     # The unlabeled pool is the whole training set, the labeled images included; nothing else is carved from it.
     assert datamodule.unlabeled.source is source.train and datamodule.labeled.source is source.train
     np.testing.assert_array_equal(datamodule.unlabeled.indices, np.arange(n_train))
     assert np.isin(datamodule.labeled.indices, datamodule.unlabeled.indices).all()
     assert datamodule.splits.val is None and datamodule.splits.test is None
-    # Validation is a stratified carve of val_size test images; the reported test split is the rest.
+    # Validation is a stratified carve of val_size test images (of the labeled classes); the reported test split
+    # is the rest.
     assert datamodule.val.source is source.test and datamodule.test.source is source.test
     val, test = datamodule.val.indices, datamodule.test.indices
-    assert len(val) == datamodule.val_size and not np.intersect1d(val, test).size
-    np.testing.assert_array_equal(np.sort(np.concatenate([val, test])), np.arange(n_test))
+    assert len(val) == datamodule.val_size * datamodule.num_classes // classes and not np.intersect1d(val, test).size
+    held = np.sort(np.concatenate([val, test]))
+    if datamodule.open_set is None:
+        np.testing.assert_array_equal(held, np.arange(n_test))
+    else:  # the carve's unseen-class images left validation, the test split keeps its own
+        assert (datamodule.test.labels == UNSEEN).any() and (datamodule.val.labels >= 0).all()
     per_class = np.bincount(datamodule.val.labels, minlength=datamodule.num_classes)
-    assert per_class.min() == per_class.max() == datamodule.val_size // datamodule.num_classes
+    assert per_class.min() == per_class.max() == datamodule.val_size // classes
     assert composed(f"experiment={name}").test_checkpoint == "last"
 
 
@@ -75,7 +84,8 @@ def test_experiment_follows_the_papers_data_protocol(name):
 def test_cifar10_experiment_has_the_papers_schedule_and_alignment(method):
     cfg, own = composed(f"experiment=cifar10_{method}"), composed(f"algorithm={method}").algorithm
     assert cfg.model._target_ == "ssl_train.models.wrn.wrn_28_2" and cfg.data.dataset._target_.endswith(".cifar10")
-    assert (cfg.data.batch_size, cfg.data.mu, cfg.trainer.max_steps) == (64, MU.get(method, 7), 2**20)
+    steps = STEPS.get(method, 2**20)
+    assert (cfg.data.batch_size, cfg.data.mu, cfg.trainer.max_steps) == (64, MU.get(method, 7), steps)
     assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.nesterov) == (
         "torch.optim.SGD", 0.03, 0.9, True)
     assert cfg.algorithm.weight_decay == 5e-4 and cfg.algorithm.get("lr_schedule", "cosine") == "cosine"

@@ -14,7 +14,7 @@ from torch import Tensor
 from ssl_train.algorithms.distributed import gather_all
 from ssl_train.algorithms.part import Part, check_fraction
 from ssl_train.errors import SSLTrainError
-from ssl_train.losses import aligned_probs, balance_log_weights
+from ssl_train.losses import aligned_probs, balance_log_weights, label_shift_prior
 
 
 def labeled_prior(datamodule) -> Tensor | None:
@@ -35,19 +35,30 @@ class DistributionAlignment(Part):
     class marginal converges to the target and the least certain members of an
     over-predicted class move to the class that lacks them.
 
-    The target is uniform until `set_target` gives the labeled set's class
-    frequencies (as ReMixMatch does; `bind` does so before training): the
-    unlabeled data is assumed to follow them. Under DDP every rank adds the whole
-    global batch, so all ranks hold the same weights. The window and weights are
-    buffers: they are checkpointed, and a resumed run aligns exactly as before.
+    `target` is the class marginal aligned to. "labeled": the labeled set's
+    class frequencies (as ReMixMatch; `bind` sets them before training): the
+    unlabeled data is assumed to follow them, which forces the labeled draw's mix
+    (balanced, on most benchmarks) on a pool that may be long-tailed. "pool": an
+    estimate of the unlabeled pool's own mix, starting from the labeled
+    frequencies and re-estimated after each validation pass by black-box shift
+    estimation (`losses.label_shift_prior`): the validation split's soft
+    confusion matrix inverts the mean of the window's unaligned predictions.
+    Under DDP every rank adds the whole global batch, so all ranks hold the same
+    weights. The window, weights and target are buffers: they are checkpointed,
+    and a resumed run aligns exactly as before.
     """
 
-    def __init__(self, num_classes: int, window: int = 8192, iterations: int = 1):
+    TARGETS = ("labeled", "pool")
+
+    def __init__(self, num_classes: int, window: int = 8192, iterations: int = 1, target: str = "labeled"):
         for key, value in (("window", window), ("iterations", iterations)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SSLTrainError(f"algorithm.alignment.{key}={value!r}: expected an integer >= 1")
-        super().__init__(window=window, iterations=iterations)
-        self.iterations = iterations
+        if target not in self.TARGETS:
+            raise SSLTrainError(f"algorithm.alignment.target={target!r}: expected one of {list(self.TARGETS)}")
+        super().__init__(window=window, iterations=iterations, target=target)
+        self.iterations, self.target_kind = iterations, target
+        self.register_buffer("confusion", torch.zeros(num_classes, num_classes), persistent=False)
         self.register_buffer("window", torch.zeros(window, num_classes))
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))
         self._seen = 0  # `seen` on the host: reading the buffer would wait for the device at every step
@@ -63,6 +74,22 @@ class DistributionAlignment(Part):
         """The class marginal to align to (a class never labeled keeps a tiny share, not zero)."""
         prior = torch.as_tensor(class_prior, dtype=torch.float64).clamp_min(1e-6)
         self.target.copy_(prior / prior.sum())
+
+    def observe_validation(self, probs: Tensor, labels: Tensor) -> None:
+        if self.target_kind == "pool":
+            rows = gather_all(torch.nn.functional.one_hot(labels, len(self.target)).float())
+            self.confusion += rows.T @ gather_all(probs.detach().float())
+
+    def end_validation(self) -> None:
+        """Re-estimate the pool's class mix (target "pool") from this validation pass and the window."""
+        counts = self.confusion.sum(dim=1, keepdim=True)
+        if self.target_kind == "pool" and self._seen and bool((counts > 0).all()):
+            recent = self.window[: min(self._seen, len(self.window))]
+            # A class the estimate leaves at zero keeps a tenth of a uniform share: a small validation split's
+            # confusion matrix is noisy, and a zero target would take every pseudo-label away from that class.
+            estimate = label_shift_prior(self.confusion / counts, recent.mean(dim=0)).to(self.target)
+            self.set_target(estimate.clamp_min(0.1 / len(estimate)))
+        self.confusion.zero_()
 
     def forward(self, probs: Tensor, probs_lb: Tensor | None = None) -> Tensor:
         """Add `probs` (N × classes) to the window, update the weights, return `probs` aligned."""

@@ -11,14 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
+from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
 
 from ssl_train import losses as L_
 from ssl_train.algorithms.ema import EMA
 from ssl_train.algorithms.part import Part
+from ssl_train.data.scenarios import UNSEEN
 from ssl_train.errors import NonFiniteLossError, SSLTrainError
 
 
@@ -44,6 +46,7 @@ class StepLosses:
 def eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
     return MetricCollection({
         "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "balanced_acc": MulticlassAccuracy(num_classes, average="macro"),  # the mean per-class recall
         "f1_macro": MulticlassF1Score(num_classes, average="macro"),
         "ece": MulticlassCalibrationError(num_classes, n_bins=15, norm="l1"),
     }, prefix=prefix)
@@ -86,6 +89,8 @@ class SSLAlgorithm(L.LightningModule):
         self.val_metrics = eval_metrics(num_classes, "val/")
         self.test_metrics = eval_metrics(num_classes, "test/")
         self.val_acc_best = MaxMetric()
+        self.test_outliers = BinaryAUROC()  # outlier detection: test images of classes nobody labeled (UNSEEN)
+        self._outliers_seen = False
         self._last_losses: dict[str, float] = {}
         self.checkpoint_extras: dict = {}
         self.test_prefix = "test"
@@ -99,6 +104,14 @@ class SSLAlgorithm(L.LightningModule):
         """Trainable modules the algorithm owns beside `net` (SimMatch's projection head): the optimizer trains
         them too (no EMA copy, not exported)."""
         return []
+
+    def head_width(self, algorithm: str) -> int:
+        """The width of the features the backbone's linear head reads, for methods that add heads on them."""
+        width = getattr(getattr(getattr(self.net, "backbone", None), "head", None), "in_features", None)
+        if not isinstance(width, int):
+            raise SSLTrainError(f"algorithm={algorithm}: the network's backbone needs a linear `head` (features → "
+                                f"logits), {type(self.net).__name__} has none")
+        return width
 
     def setup(self, stage: str) -> None:
         # Lightning calls this before it restores a checkpoint: parts size their state from the data here.
@@ -150,6 +163,9 @@ class SSLAlgorithm(L.LightningModule):
                 counted = weights * (truth >= 0)
                 if counted.sum() > 0:  # pseudo-label accuracy as the weights count the labels
                     logs["train/pseudo_acc"] = (counted * (out.pseudo_labels == truth)).sum() / counted.sum()
+                unseen = truth == UNSEEN
+                if unseen.any():  # how much of the pool's unseen-class images the loss still trains on
+                    logs["train/unseen_mask_ratio"] = (weights * unseen).sum() / unseen.sum()
         self._check_finite(loss, logs)
         logs = self._global_means(logs)
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=len(batch["lb"]["y"]))
@@ -191,27 +207,59 @@ class SSLAlgorithm(L.LightningModule):
             self.trainer.should_stop = True
 
     # --- evaluation ---------------------------------------------------------------
-    def _evaluate(self, batch: dict, metrics: MetricCollection) -> None:
-        metrics.update(self.eval_net(self._input(batch["x"])).float().softmax(-1), batch["y"])
+    def outlier_scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits, outlier score) of the evaluated network: the higher the score, the likelier `x` is of a
+        class nobody labeled. Here one minus the top softmax probability (the maximum-softmax baseline); an
+        open-set method has its own."""
+        logits = self.eval_net(self._input(x)).float()
+        return logits, 1 - logits.softmax(-1).max(-1).values
+
+    def _evaluate(self, batch: dict, metrics: MetricCollection, outliers: BinaryAUROC | None = None) -> tuple:
+        """Class metrics on the labeled classes; with `outliers`, detection of UNSEEN images against them.
+        Returns the labeled classes' (probabilities, labels)."""
+        logits, score = self.outlier_scores(batch["x"])
+        y = batch["y"]
+        known = y >= 0
+        probs = logits[known].softmax(-1)
+        metrics.update(probs, y[known])
+        if outliers is not None and (y == UNSEEN).any():
+            scored = known | (y == UNSEEN)
+            outliers.update(score[scored], (y[scored] == UNSEEN).long())
+        return probs, y[known]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics)
+        probs, labels = self._evaluate(batch, self.val_metrics)
+        if self.trainer.state.fn == "fit":  # held-out labels a part may estimate from (not in a plain validate)
+            for part in self.parts().values():
+                part.observe_validation(probs, labels)
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.state.fn == "fit":
+            for part in self.parts().values():
+                part.end_validation()
         values = self.val_metrics.compute()
         self.val_metrics.reset()
         self.val_acc_best.update(values["val/acc"])
         self.log_dict(values | {"val/acc_best": self.val_acc_best.compute()}, prog_bar=True, sync_dist=True)
 
+    def on_test_epoch_start(self) -> None:
+        # From the whole split, not the batches a rank sees: under DDP every rank must log the same keys.
+        test = getattr(getattr(self.trainer, "datamodule", None), "test", None)
+        self._outliers_seen = bool(np.any(test.labels == UNSEEN)) if hasattr(test, "labels") else False
+
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics)
+        self._evaluate(batch, self.test_metrics, self.test_outliers)
 
     def on_test_epoch_end(self) -> None:
         # `test_prefix` names what is tested (ssl-train tests two checkpoints: test/ and test_alt/), so that
         # each result is logged once under its own keys.
-        values = {k.replace("test/", f"{self.test_prefix}/", 1): v for k, v in self.test_metrics.compute().items()}
+        values = self.test_metrics.compute()
+        if self._outliers_seen:  # the test split holds images of unseen classes
+            values["test/outlier_auroc"] = self.test_outliers.compute()
+        values = {k.replace("test/", f"{self.test_prefix}/", 1): v for k, v in values.items()}
         self.log_dict(values, sync_dist=True)
         self.test_metrics.reset()
+        self.test_outliers.reset()
 
     # --- optimization ---------------------------------------------------------------
     def configure_optimizers(self):

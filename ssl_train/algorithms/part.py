@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import nn
+from torch import Tensor, nn
 
 from ssl_train.errors import SSLTrainError
 
@@ -27,6 +27,13 @@ class Part(nn.Module):
 
     def bind(self, datamodule) -> None:
         """Size and initialize state from the data (the labeled set, the unlabeled pool); nothing by default."""
+
+    def observe_validation(self, probs: Tensor, labels: Tensor) -> None:
+        """A validation batch's class probabilities and labels (a part that estimates from held-out labels, such
+        as the pool-target alignment, keeps them); nothing by default."""
+
+    def end_validation(self) -> None:
+        """The validation pass is over: update what was estimated from it; nothing by default."""
 
     def to_config(self) -> dict:
         return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}", "_partial_": True, **self.options}

@@ -52,10 +52,7 @@ class SimMatch(SSLAlgorithm):
         check_fraction("algorithm.warmup_fraction", warmup_fraction)
         if not isinstance(proj_size, int) or isinstance(proj_size, bool) or proj_size < 1:
             raise SSLTrainError(f"algorithm.proj_size={proj_size!r}: expected an integer >= 1")
-        width = getattr(getattr(getattr(self.net, "backbone", None), "head", None), "in_features", None)
-        if not isinstance(width, int):
-            raise SSLTrainError(f"algorithm=simmatch: the network's backbone needs a linear `head` (features → "
-                                f"logits), {type(self.net).__name__} has none")
+        width = self.head_width("simmatch")
         classes = self.hparams.num_classes
         self.masking = build_part(masking, classes, "masking") or FixedThreshold(classes)
         self.alignment = build_part(alignment, classes, "alignment")

@@ -35,9 +35,12 @@ from sklearn.preprocessing import StandardScaler
 
 
 def class_balance(labels: np.ndarray, classes: list[str]) -> dict:
-    """Counts per class and the largest/smallest ratio (None when a class is empty)."""
-    counts = np.bincount(np.asarray(labels, np.int64), minlength=len(classes))
+    """Counts per class and the largest/smallest ratio (None when a class is empty); images of classes outside
+    `classes` (data.open_set's unseen ones, negative labels) are counted apart."""
+    labels = np.asarray(labels, np.int64)
+    counts = np.bincount(labels[labels >= 0], minlength=len(classes))
     return {"counts": dict(zip(classes, counts.tolist())), "total": int(counts.sum()),
+            "unseen": int((labels < 0).sum()),
             "imbalance": float(counts.max() / counts.min()) if counts.min() > 0 else None,
             "empty_classes": [c for c, n in zip(classes, counts) if n == 0]}
 

@@ -251,6 +251,8 @@ def _cross_split_counts(records: Scan, pairs: np.ndarray) -> dict[str, int]:
 def _label_check(records: Scan, classes: list[str], options: AuditOptions) -> tuple[dict, list[int]]:
     """The label-check section, and the record positions of the most suspicious labels (for the report)."""
     rows, features = records.feature_rows, records.features.astype(np.float32)
+    known = records.label[rows] >= 0  # images of unseen classes (data.open_set) have no label to check
+    rows, features = rows[known], features[known]
     note = None
     if len(rows) > options.label_check_max:
         pick = np.sort(np.random.default_rng(options.seed).choice(len(rows), options.label_check_max, replace=False))

@@ -16,6 +16,7 @@ batches.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -31,6 +32,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSample
 
 from ssl_train.data.augment import StrongAugment, WeakAugment
 from ssl_train.data.datasets import FileImages, SourceData, TensorImages
+from ssl_train.data.scenarios import LABEL_DRAWS, UNSEEN, Imbalance, relabel, seen_classes
 from ssl_train.data.splits import Splits, carve, index_stream, make_splits
 from ssl_train.errors import SSLTrainError, first_line
 
@@ -88,6 +90,15 @@ class Subset:
     def __getitem__(self, positions) -> dict[str, Tensor]:
         idx = self.indices[np.asarray(positions)]
         return {"x": self.source.load(idx), "y": torch.as_tensor(self.source.labels[idx])}
+
+    def where(self, keep: np.ndarray) -> Subset:
+        """The samples whose `keep` entry is true."""
+        return Subset(self.source, self.indices[np.asarray(keep, dtype=bool)])
+
+    def known(self) -> Subset:
+        """The samples of the labeled classes (without data.open_set's unseen ones and unknown labels): what
+        accuracy is measured on."""
+        return self.where(self.labels >= 0)
 
     def carve(self, size: float | int, seed: int, *, key: str) -> tuple[Subset, Subset]:
         """(rest, held): `held` a stratified, seeded carve of `size` samples (`splits.carve`), `rest` the others."""
@@ -159,14 +170,25 @@ class SSLDataModule(L.LightningDataModule):
     when the dataset has none: "train" (carved from the training pool) or "test" (a stratified, seeded
     carve of `val_size` from the test split, which keeps the rest), so that no training image is held
     out, as in the FixMatch and USB protocols.
+
+    Scenarios (`ssl_train.data.scenarios`): `open_set` names the labeled classes; images of the others stay in
+    the unlabeled pool and the test split as UNSEEN (the model knows only the labeled classes; the test split
+    scores outlier detection on them) and leave the validation split. `label_draw` ("balanced" or
+    "proportional") and `imbalance` set the class mix of the labeled draw and of the unlabeled pool.
     """
 
     def __init__(self, dataset: Callable[[], SourceData], num_labels: int = 40, batch_size: int = 64, mu: int = 7,
                  eval_batch_size: int = 512, val_size: float | int = 0.1, test_size: float | int = 0.25,
                  include_labeled_in_unlabeled: bool = False, seed: int = 0, num_workers: int = 0,
                  weak: WeakAugment | None = None, strong: StrongAugment | None = None,
-                 augment_on: str = "device", prefetch_factor: int = 4, val_from: str = "train"):
+                 augment_on: str = "device", prefetch_factor: int = 4, val_from: str = "train",
+                 open_set: list | None = None, label_draw: str = "balanced", imbalance: dict | None = None):
         super().__init__()
+        if label_draw not in LABEL_DRAWS:
+            raise SSLTrainError(f"data.label_draw={label_draw!r}: expected one of {list(LABEL_DRAWS)}")
+        self.open_set = list(open_set) if isinstance(open_set, (list, tuple)) else open_set
+        self.label_draw = label_draw
+        self.imbalance = Imbalance.from_config(imbalance)
         if augment_on not in ("device", "loader"):
             raise SSLTrainError(f"data.augment_on={augment_on!r}: expected 'device' or 'loader'")
         if val_from not in ("train", "test"):
@@ -210,6 +232,8 @@ class SSLDataModule(L.LightningDataModule):
         if self.source is not None:
             return
         source = self.dataset_fn()
+        if self.open_set is not None:
+            source = self._open_set(source)
         if self.val_from == "test" and source.val is not None:
             raise SSLTrainError("data.val_from=test: the dataset has a validation split of its own "
                                 "(use data.val_from=train)")
@@ -224,7 +248,7 @@ class SSLDataModule(L.LightningDataModule):
             source.train.labels, len(source.classes), self.num_labels, self.seed,
             val_size=self.val_size if carve_val else 0, test_size=0 if source.test is not None else self.test_size,
             include_labeled_in_unlabeled=self.include_labeled_in_unlabeled, classes=source.classes,
-            own_split=OWN_SPLIT)
+            own_split=OWN_SPLIT, label_draw=self.label_draw, imbalance=self.imbalance)
         self.labeled = Subset(source.train, self.splits.labeled)
         pools = [Subset(source.train, self.splits.unlabeled)] + ([Subset(source.unlabeled)] if source.unlabeled else [])
         self.unlabeled = pools[0] if len(pools) == 1 else ConcatSubset(pools)
@@ -233,11 +257,21 @@ class SSLDataModule(L.LightningDataModule):
             self.test, self.val = self.test.carve(self.val_size, self.seed + 1, key="data.val_size")
         else:
             self.val = Subset(source.val) if source.val is not None else Subset(source.train, self.splits.val)
+        self.val = self.val.where(self.val.labels != UNSEEN)  # validation scores the labeled classes only
         for name, split in (("validation", self.val), ("test", self.test), ("unlabeled", self.unlabeled)):
             if len(split) == 0 and (name != "unlabeled" or self.mu):
                 raise SSLTrainError(f"the {name} split of the dataset is empty")
         self.source = source
         log.info("data: %s", self.describe_splits(carve_val))
+
+    def _open_set(self, source: SourceData) -> SourceData:
+        """The source seen through `open_set`: only the labeled classes are classes, the others UNSEEN."""
+        seen = seen_classes(source.classes, self.open_set)
+        splits = {name: relabel(getattr(source, name), seen) if getattr(source, name) is not None else None
+                  for name in ("train", "val", "test", "unlabeled")}
+        return dataclasses.replace(source, classes=[source.classes[c] for c in seen], **splits,
+                                   meta=source.meta | {"unseen_classes": [c for i, c in enumerate(source.classes)
+                                                                          if i not in seen]})
 
     def split_sizes(self) -> dict[str, int]:
         """How many images each split holds (a run's metrics.json keeps them as data/<split>)."""
@@ -252,8 +286,10 @@ class SSLDataModule(L.LightningDataModule):
                   "test": own if self.splits.test is None else f"carved: data.test_size={self.test_size}"}
         if self.val_from == "test":
             origin["val"] = f"carved from the test split: data.val_size={self.val_size}"
-        return (f"{n['labeled']} labeled training images, {n['unlabeled']} unlabeled, {n['val']} validation "
-                f"({origin['val']}) and {n['test']} test ({origin['test']})")
+        unseen = {name: int(np.sum(getattr(self, name).labels == UNSEEN)) for name in ("unlabeled", "test")}
+        of = {name: f" ({k} of unseen classes)" if k else "" for name, k in unseen.items()}
+        return (f"{n['labeled']} labeled training images, {n['unlabeled']} unlabeled{of['unlabeled']}, {n['val']} "
+                f"validation ({origin['val']}) and {n['test']} test{of['test']} ({origin['test']})")
 
     @property
     def num_classes(self) -> int:
@@ -285,7 +321,9 @@ class SSLDataModule(L.LightningDataModule):
                 "val_size": self.val_size, "test_size": self.test_size,
                 "include_labeled_in_unlabeled": self.include_labeled_in_unlabeled, "seed": self.seed,
                 "num_workers": self.num_workers, "prefetch_factor": self.prefetch_factor,
-                "augment_on": self.augment_on, "val_from": self.val_from, "weak": self.weak.to_config(),
+                "augment_on": self.augment_on, "val_from": self.val_from, "open_set": self.open_set,
+                "label_draw": self.label_draw, "imbalance": self.imbalance and self.imbalance.to_config(),
+                "weak": self.weak.to_config(),
                 "strong": self.strong.to_config()}
 
     # --- loaders ----------------------------------------------------------------

@@ -21,12 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from ssl_train import calibration
 from ssl_train.data.datamodule import SSLDataModule
 from ssl_train.data.datasets import FileImages
 from ssl_train.data.samples import locate, sample_ids
+from ssl_train.data.scenarios import UNSEEN
 from ssl_train.errors import SSLTrainError
 from ssl_train.evaluation import metrics, plots, privacy, report, robustness, slices, ssl_signals
 from ssl_train.io import write_json_atomic, write_text_atomic
@@ -106,6 +108,10 @@ def evaluate(ckpt_path: str | Path, out_dir: str | Path, options: EvalOptions | 
     logits, labels = _logits(model, subset, scale, options.batch_size)
     val_logits, val_labels = (logits, labels) if options.split == "val" else _logits(model, datamodule.val, scale,
                                                                                         options.batch_size)
+    outliers = _outliers(logits, labels)
+    if outliers is not None:  # images of classes nobody labeled (data.open_set): scored above, not below
+        known = (labels >= 0).numpy()
+        logits, labels, subset = logits[known], labels[known], subset.where(known)
     probs = logits.softmax(-1)
     confidence, preds = probs.max(-1)
     correct = (preds == labels).numpy()
@@ -115,6 +121,8 @@ def evaluate(ckpt_path: str | Path, out_dir: str | Path, options: EvalOptions | 
               "data": {"dataset": data_name, "split": options.split, "seed": data_seed, "classes": classes},
               "options": asdict(options)}
     result["metrics"] = metrics.classification_metrics(probs, labels, classes)
+    if outliers is not None:
+        result["outliers"] = outliers
     result["bootstrap"] = metrics.bootstrap_ci(labels.numpy(), preds.numpy(), len(classes), options.bootstrap,
                                                options.level, options.seed)
     result["calibration"] = _calibration(model, logits, labels, val_logits, val_labels, options)
@@ -225,6 +233,20 @@ def _logits(model: LoadedModel, subset, scale: float, batch_size: int, limit: in
     if not outs:
         raise SSLTrainError("a split to evaluate is empty")
     return torch.cat(outs), torch.cat(ys).long()
+
+
+def _outliers(logits: Tensor, labels: Tensor) -> dict | None:
+    """Outlier detection on a split that holds images of unseen classes (label UNSEEN): the AUROC of one minus
+    the top softmax probability (the maximum-softmax score, which every model has) against the labeled classes'
+    images; None when the split has none."""
+    unseen = labels == UNSEEN
+    if not unseen.any():
+        return None
+    scored = (labels >= 0) | unseen
+    score = 1 - logits[scored].softmax(-1).max(-1).values
+    auroc = float(roc_auc_score(unseen[scored].numpy(), score.numpy()))
+    return {"auroc": auroc, "unseen": int(unseen.sum()), "seen": int((labels >= 0).sum()),
+            "score": "1 - maximum softmax probability"}
 
 
 def _calibration(model: LoadedModel, logits: Tensor, labels: Tensor, val_logits: Tensor, val_labels: Tensor,

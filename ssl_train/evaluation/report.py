@@ -28,6 +28,10 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
             (f"ECE ({cal['bins']} bins)", f"{cal['ece']:.4f} → {cal['ece_scaled']:.4f} with temperature "
                                          f"{cal['temperature']:.3f} (fitted on {cal['fitted_on']})"),
             ("MCE", f"{cal['mce']:.4f} → {cal['mce_scaled']:.4f}")]
+    if result.get("outliers"):  # accuracy above is on the labeled classes' images only
+        o = result["outliers"]
+        rows.append(("outlier AUROC", f"{o['auroc']:.4f} ({o['unseen']} images of unseen classes against {o['seen']}; "
+                                      f"score: {o['score']})"))
     flagged = [s["slice"] for kind in ("classes", "user") for s in result["slices"].get(kind) or [] if s["flagged"]]
     rows.append(("slices below the whole", ", ".join(flagged) if flagged else "none (FDR "
                  f"{result['slices']['alpha']:g})"))

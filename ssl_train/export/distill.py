@@ -35,7 +35,7 @@ def distill(cfg: DictConfig, trust: Trust | None = None) -> dict:
                             "(keep callbacks.model_checkpoint)")
     student = load_run(best, trust=trust)
     datamodule = student.datamodule()
-    test = list(float_batches(datamodule.test, datamodule.source.scale, cfg.export.eval_batch_size))
+    test = list(float_batches(datamodule.test.known(), datamodule.source.scale, cfg.export.eval_batch_size))
     summary = {
         "teacher": {"checkpoint": str(teacher.path), "sha256": teacher.sha256,
                     "parameters": measure.num_parameters(teacher.network),

@@ -94,7 +94,7 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, options: Expor
         run.network = fold_temperature(run.network, options.temperature)
     out_dir = Path(out_dir)
     datamodule = run.datamodule()
-    test = list(float_batches(datamodule.test, datamodule.source.scale, options.eval_batch_size))
+    test = list(float_batches(datamodule.test.known(), datamodule.source.scale, options.eval_batch_size))
     # Real test images: a latency batch, and parity inputs of two sizes (any batch size must work).
     sample = test[0][0][: max([*options.latency_batch_sizes, 2])]
     written, int8_info = _write_artifacts(run.network, datamodule, out_dir, [sample[:1], batch_of(sample, 7)],

@@ -11,6 +11,7 @@ import torch
 
 from ssl_train.algorithms.alignment import DistributionAlignment, RatioAlignment
 from ssl_train.errors import SSLTrainError
+from ssl_train.losses import label_shift_prior
 
 PROBS = torch.tensor([[0.6, 0.4], [0.9, 0.1]])  # mean (0.75, 0.25)
 PROBS2 = torch.tensor([[0.2, 0.8], [0.4, 0.6]])  # mean (0.3, 0.7)
@@ -115,6 +116,33 @@ def test_distribution_alignment_target_is_the_labeled_prior_when_the_data_knows_
     torch.testing.assert_close(part.target, torch.tensor([0.25, 0.75, 0.0]), atol=1e-6, rtol=0)
 
 
+def test_label_shift_prior_inverts_the_confusion_matrix():
+    confusion = torch.tensor([[0.8, 0.2, 0.0], [0.1, 0.7, 0.2], [0.0, 0.3, 0.7]])
+    prior = torch.tensor([0.6, 0.3, 0.1])
+    torch.testing.assert_close(label_shift_prior(confusion, confusion.T @ prior), prior, atol=1e-5, rtol=0)
+    noisy = label_shift_prior(confusion, torch.tensor([0.9, 0.1, 0.0]))  # no mix gives it exactly: the nearest
+    assert (noisy >= 0).all() and abs(float(noisy.sum()) - 1) < 1e-6 and noisy[0] > 0.9
+
+
+def test_pool_target_is_reestimated_from_each_validation_pass():
+    part = DistributionAlignment(2, window=64, target="pool")
+    part.bind(with_prior([0.5, 0.5]))
+    # the validation split: class 0 predicted 0.9 / 0.1, class 1 predicted 0.2 / 0.8
+    part.observe_validation(normalized([[9, 1], [9, 1], [2, 8]]), torch.tensor([0, 0, 1]))
+    part.observe_validation(normalized([[2, 8]]), torch.tensor([1]))
+    part(torch.tensor([[0.9, 0.1]] * 3 + [[0.2, 0.8]]))  # a pool of three 0s to one 1: mean (0.725, 0.275)
+    torch.testing.assert_close(part.target, torch.tensor([0.5, 0.5]))  # until the pass ends
+    part.end_validation()
+    torch.testing.assert_close(part.target, torch.tensor([0.75, 0.25]), atol=1e-5, rtol=0)
+    assert not part.confusion.any()  # the next pass starts afresh
+    labeled = DistributionAlignment(2, window=64)
+    labeled.bind(with_prior([0.5, 0.5]))
+    labeled.observe_validation(normalized([[9, 1]]), torch.tensor([0]))
+    labeled(torch.tensor([[0.9, 0.1]]))
+    labeled.end_validation()
+    torch.testing.assert_close(labeled.target, torch.tensor([0.5, 0.5]))
+
+
 def test_distribution_alignment_window_shorter_than_a_batch_keeps_its_last_rows():
     part = DistributionAlignment(2, window=3)
     probs = normalized([[1, 1], [1, 2], [1, 3], [1, 4], [1, 5]])
@@ -136,6 +164,8 @@ def test_ratio_alignment_never_waits_for_the_device(target, never_waits):
      "algorithm.alignment.target='gt': expected one of ['uniform', 'labeled', 'predictions']"),
     (lambda: RatioAlignment(2, momentum=1.5), "algorithm.alignment.momentum=1.5: expected a number in [0, 1]"),
     (lambda: DistributionAlignment(2, iterations=0), "algorithm.alignment.iterations=0: expected an integer >= 1"),
+    (lambda: DistributionAlignment(2, target="uniform"),
+     "algorithm.alignment.target='uniform': expected one of ['labeled', 'pool']"),
 ])
 def test_a_bad_alignment_option_is_one_line_naming_the_key(build, message):
     with pytest.raises(SSLTrainError) as caught:

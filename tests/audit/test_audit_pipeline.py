@@ -153,3 +153,11 @@ def test_scan_keeps_compact_records_only(compose_cfg, tmp_path):
     finally:
         records.close()
     assert records.thumb_path is None
+
+
+def test_an_open_set_is_audited_on_its_labeled_classes(compose_cfg, tmp_path):
+    data = data_config(compose_cfg("audit", ["data.open_set=[0,1,2,3,4,5]", "data.num_labels=24"]))
+    result = audit(data, tmp_path / "out", AuditOptions())
+    balance = result["class_balance"]
+    assert set(balance["test"]["counts"]) == {"0", "1", "2", "3", "4", "5"} and balance["test"]["unseen"] > 0
+    assert result["label_check"]["checked"] <= sum(b["total"] for b in balance.values())

@@ -13,6 +13,8 @@ def test_class_balance():
     assert out["counts"] == {"a": 3, "b": 1, "c": 2, "d": 0} and out["total"] == 6
     assert out["imbalance"] is None and out["empty_classes"] == ["d"]
     assert class_balance(np.array([0, 0, 1]), ["a", "b"])["imbalance"] == 2.0
+    unseen = class_balance(np.array([0, 1, -2, -2]), ["a", "b"])  # data.open_set: classes nobody labeled
+    assert unseen["counts"] == {"a": 1, "b": 1} and unseen["total"] == 2 and unseen["unseen"] == 2
 
 
 def test_label_issues_by_hand():

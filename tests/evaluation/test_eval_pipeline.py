@@ -114,6 +114,18 @@ def test_a_fixmatch_run_shows_its_mask_ratio_and_pseudo_label_accuracy(make_cfg,
     assert "mask ratio and pseudo-label accuracy over training" in self_contained(tmp_path / "eval" / "report.html")
 
 
+def test_an_open_set_run_is_scored_on_its_labeled_classes_and_reports_outlier_auroc(make_cfg, tmp_path):
+    from ssl_train.run.training import train
+
+    metrics = train(make_cfg("data.open_set=[0,1,2,3,4,5]", "data.num_labels=24", "trainer.max_steps=4"))
+    result = evaluate(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "eval",
+                      EvalOptions(**QUICK, robustness=False, membership=False))
+    outliers = result["outliers"]
+    assert result["metrics"]["samples"] == outliers["seen"] and outliers["unseen"] > 0
+    assert result["metrics"]["acc"] == pytest.approx(metrics["test/acc"], abs=1e-4)
+    assert outliers["auroc"] == pytest.approx(metrics["test/outlier_auroc"], abs=1e-4)  # the same score
+
+
 @pytest.mark.parametrize("case, message", [
     ("no data", "is an exported model (TorchScript): name the data"),
     ("class mismatch", "predicts 10 classes but the data (synthetic) has 3"),
