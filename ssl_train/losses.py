@@ -47,6 +47,12 @@ def balance_log_weights(probs: Tensor, target_marginal: Tensor, log_weights: Ten
     return log_weights - log_weights.mean()
 
 
+def max_softmax_outlier_score(logits: Tensor) -> Tensor:
+    """One minus the top softmax probability: the baseline outlier score every classifier has (Hendrycks &
+    Gimpel, 2017); the higher, the likelier an image is of a class nobody labeled."""
+    return 1 - logits.float().softmax(-1).max(-1).values
+
+
 def label_shift_prior(confusion: Tensor, predicted_marginal: Tensor) -> Tensor:
     """The class mix π of a pool from the mean prediction on it, under label shift (BBSE, Lipton et al. 2018).
 

@@ -90,7 +90,8 @@ class SSLAlgorithm(L.LightningModule):
         self.test_metrics = eval_metrics(num_classes, "test/")
         self.val_acc_best = MaxMetric()
         self.test_outliers = BinaryAUROC()  # outlier detection: test images of classes nobody labeled (UNSEEN)
-        self._outliers_seen = False
+        self._outliers_seen = False  # the test split holds UNSEEN images (set from the split, not per batch)
+        self._pool_has_unseen = False  # likewise the unlabeled pool
         self._last_losses: dict[str, float] = {}
         self.checkpoint_extras: dict = {}
         self.test_prefix = "test"
@@ -163,9 +164,9 @@ class SSLAlgorithm(L.LightningModule):
                 counted = weights * (truth >= 0)
                 if counted.sum() > 0:  # pseudo-label accuracy as the weights count the labels
                     logs["train/pseudo_acc"] = (counted * (out.pseudo_labels == truth)).sum() / counted.sum()
-                unseen = truth == UNSEEN
-                if unseen.any():  # how much of the pool's unseen-class images the loss still trains on
-                    logs["train/unseen_mask_ratio"] = (weights * unseen).sum() / unseen.sum()
+                if self._pool_has_unseen:  # how much of the pool's unseen-class images the loss still trains on
+                    unseen = truth == UNSEEN
+                    logs["train/unseen_mask_ratio"] = (weights * unseen).sum() / unseen.sum().clamp_min(1)
         self._check_finite(loss, logs)
         logs = self._global_means(logs)
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=len(batch["lb"]["y"]))
@@ -198,6 +199,7 @@ class SSLAlgorithm(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity check's untrained accuracy
+        self._pool_has_unseen = self._holds_unseen("unlabeled")
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # The last step validates whatever `val_check_interval` is (a stop request makes the fit loop validate):
@@ -212,7 +214,7 @@ class SSLAlgorithm(L.LightningModule):
         class nobody labeled. Here one minus the top softmax probability (the maximum-softmax baseline); an
         open-set method has its own."""
         logits = self.eval_net(self._input(x)).float()
-        return logits, 1 - logits.softmax(-1).max(-1).values
+        return logits, L_.max_softmax_outlier_score(logits)
 
     def _evaluate(self, batch: dict, metrics: MetricCollection, outliers: BinaryAUROC | None = None) -> tuple:
         """Class metrics on the labeled classes; with `outliers`, detection of UNSEEN images against them.
@@ -222,7 +224,7 @@ class SSLAlgorithm(L.LightningModule):
         known = y >= 0
         probs = logits[known].softmax(-1)
         metrics.update(probs, y[known])
-        if outliers is not None and (y == UNSEEN).any():
+        if outliers is not None and self._outliers_seen:
             scored = known | (y == UNSEEN)
             outliers.update(score[scored], (y[scored] == UNSEEN).long())
         return probs, y[known]
@@ -242,10 +244,14 @@ class SSLAlgorithm(L.LightningModule):
         self.val_acc_best.update(values["val/acc"])
         self.log_dict(values | {"val/acc_best": self.val_acc_best.compute()}, prog_bar=True, sync_dist=True)
 
+    def _holds_unseen(self, split: str) -> bool:
+        """Whether the data module's `split` holds UNSEEN images: read from the split on the host, not from the
+        batches (no device sync per step, and under DDP every rank logs the same keys)."""
+        subset = getattr(getattr(self.trainer, "datamodule", None), split, None)
+        return bool(np.any(subset.labels == UNSEEN)) if hasattr(subset, "labels") else False
+
     def on_test_epoch_start(self) -> None:
-        # From the whole split, not the batches a rank sees: under DDP every rank must log the same keys.
-        test = getattr(getattr(self.trainer, "datamodule", None), "test", None)
-        self._outliers_seen = bool(np.any(test.labels == UNSEEN)) if hasattr(test, "labels") else False
+        self._outliers_seen = self._holds_unseen("test")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, self.test_metrics, self.test_outliers)

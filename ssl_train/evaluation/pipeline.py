@@ -32,6 +32,7 @@ from ssl_train.data.scenarios import UNSEEN
 from ssl_train.errors import SSLTrainError
 from ssl_train.evaluation import metrics, plots, privacy, report, robustness, slices, ssl_signals
 from ssl_train.io import write_json_atomic, write_text_atomic
+from ssl_train.losses import max_softmax_outlier_score
 from ssl_train.run import guard
 from ssl_train.run.artifacts import LoadedModel, load_model, output_classes
 from ssl_train.run.batches import float_batches
@@ -243,7 +244,7 @@ def _outliers(logits: Tensor, labels: Tensor) -> dict | None:
     if not unseen.any():
         return None
     scored = (labels >= 0) | unseen
-    score = 1 - logits[scored].softmax(-1).max(-1).values
+    score = max_softmax_outlier_score(logits[scored])
     auroc = float(roc_auc_score(unseen[scored].numpy(), score.numpy()))
     return {"auroc": auroc, "unseen": int(unseen.sum()), "seen": int((labels >= 0).sum()),
             "score": "1 - maximum softmax probability"}
